@@ -1,0 +1,52 @@
+"""The ``qvl-agent`` command line: a thin shell over the library.
+
+Each subcommand lives next to the code it drives (``qvl_agent/<area>/cli.py``) and is imported only when
+invoked, so ``qvl-agent --help`` stays fast and a missing optional extra only breaks its own command.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command name -> "module:attribute" of a click command
+COMMANDS: dict[str, str] = {
+    "chat": "qvl_agent.chat_cli:chat",
+    "plugins": "qvl_agent.plugins_cli:plugins_command",
+    "tools": "qvl_agent.plugins_cli:tools_command",
+    "serve": "qvl_agent.server.cli:serve",
+    "console": "qvl_agent.console.cli:console",
+    "train": "qvl_agent.training.cli:train",
+    "eval": "qvl_agent.training.eval_cli:eval_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise click.ClickException(
+                f"'{cmd_name}' is unavailable: {exc}. Install the extras: pip install 'qvl-agent[all]'"
+            ) from None
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="qvl-agent")
+def main() -> None:
+    """qvl-agent: a plugin-oriented multimodal agent framework around Qwen-VL."""
+
+
+if __name__ == "__main__":
+    main()
