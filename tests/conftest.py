@@ -28,3 +28,29 @@ def qwen_vl_testdata() -> Path:
             pytest.fail(f"reference data required but not found at {path}")
         pytest.skip(f"reference data not found at {path} (set QVL_TESTDATA)")
     return path
+
+
+# --- reference-data guard: under QVL_REQUIRE_TESTDATA=1 the run fails unless testdata tests really ran ---
+_testdata_outcomes: dict[str, int] = {"passed": 0, "skipped": 0, "failed": 0}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "testdata" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _testdata_outcomes[report.outcome] = _testdata_outcomes.get(report.outcome, 0) + 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("QVL_REQUIRE_TESTDATA") != "1":
+        return
+    ran, skipped = _testdata_outcomes["passed"] + _testdata_outcomes["failed"], _testdata_outcomes["skipped"]
+    if ran == 0 or skipped:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"ERROR: reference data is present but its tests did not all run "
+                f"(ran {ran}, skipped {skipped})",
+                red=True,
+            )
