@@ -7,8 +7,11 @@ embedded demo model and a remote OpenAI-compatible upstream.
 
 from __future__ import annotations
 
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Any
 
 from qvl_agent.messages import GenerationRequest, GenerationResult
 
@@ -32,3 +35,272 @@ class ModelBackend(ABC):
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` encodes to (used for usage reporting)."""
         return len(text.split())
+
+
+_IM_START = "<|im_start|>"
+_IM_END = "<|im_end|>"
+_DEFAULT_MAX_NEW_TOKENS = 512
+
+
+class LocalQwenBackend(ModelBackend):
+    """The Qwen-VL model core running in this process.
+
+    Generation is what ``model.chat`` / ``model.chat_stream`` do (ChatML context built by ``make_context``,
+    ``<|im_end|>`` / ``<|im_start|>`` ending the turn), plus the request's stop strings, ``max_new_tokens``
+    (``finish_reason="length"`` when reached) and sampling settings. ``request.images`` are handed to the
+    model as ``images=`` and matched, in order, to the ``<img>…</img>`` spans of the prompt.
+
+    A lock serialises generation, so one backend can be shared by threads (server workers, console). A
+    streaming call can be cancelled with ``stop_event`` or by closing its iterator; generation then stops at
+    the next token and the lock is released.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, name: str = "qwen-vl") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.last_result: GenerationResult | None = None
+        self._lock = threading.Lock()
+        config = getattr(model, "generation_config", None)
+        self.chat_format: str = getattr(config, "chat_format", None) or "chatml"
+        self.max_window_size: int = getattr(config, "max_window_size", None) or 6144
+        if self.chat_format != "chatml":
+            raise ValueError(
+                f"LocalQwenBackend needs a chat model (generation_config.chat_format='chatml'), "
+                f"got chat_format={self.chat_format!r}"
+            )
+        self._end_ids = {tokenizer.im_end_id, tokenizer.im_start_id, tokenizer.eod_id}
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_name: str = "demo", name: str | None = None, **kwargs: Any
+    ) -> LocalQwenBackend:
+        """Load a checkpoint directory (or ``"demo"``) with :func:`qvl_agent.model.load_model`."""
+        from qvl_agent.model import load_model
+
+        model, tokenizer = load_model(path_or_name, **kwargs)
+        return cls(model, tokenizer, name=name or str(path_or_name))
+
+    # -- prompt -------------------------------------------------------------------------------------------
+
+    def build_context(self, request: GenerationRequest) -> list[int]:
+        """The prompt token ids for ``request`` (ChatML; completion mode when ``request.query`` is None)."""
+        from qvl_agent.prompting.chatml import make_context
+
+        if request.query is not None:
+            _, tokens = make_context(
+                self.tokenizer,
+                request.query,
+                history=list(request.history),
+                system=request.system,
+                max_window_size=self.max_window_size,
+                chat_format="chatml",
+            )
+            return list(tokens)
+        # Completion mode, as the original openai_api.py's text_complete_last_message: the last assistant
+        # turn is left open so the model continues it.
+        if not request.history:
+            raise ValueError("completion mode (query=None) needs a history ending with the turn to continue")
+        prompt = f"{_IM_START}system\n{request.system}{_IM_END}"
+        for user, assistant in request.history:
+            prompt += f"\n{_IM_START}user\n{user.lstrip(chr(10)).rstrip()}{_IM_END}"
+            prompt += f"\n{_IM_START}assistant\n{assistant.lstrip(chr(10)).rstrip()}{_IM_END}"
+        prompt = prompt[: -len(_IM_END)]
+        return list(self.tokenizer.encode(prompt))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    # -- generation ---------------------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        chunks = self.stream(request)
+        while True:
+            try:
+                next(chunks)
+            except StopIteration as stop:
+                result = stop.value
+                break
+        assert isinstance(result, GenerationResult)
+        return result
+
+    def stream(self, request: GenerationRequest, stop_event: threading.Event | None = None) -> Iterator[str]:
+        """Yield text deltas as tokens are generated; returns (``StopIteration.value``) the
+        :class:`GenerationResult`, also kept in ``self.last_result``."""
+        context = self.build_context(request)
+        self._check_length(context)
+        max_new = request.max_new_tokens or self._default_max_new_tokens()
+        cancel = threading.Event()
+        tokens: queue.Queue[Any] = queue.Queue()
+        worker = threading.Thread(
+            target=self._generate_worker,
+            args=(context, request, max_new, cancel, stop_event, tokens),
+            name=f"{self.name}-generate",
+            daemon=True,
+        )
+        worker.start()
+
+        generated: list[int] = []
+        emitted = ""
+        finish = "stop"
+        try:
+            while True:
+                item = tokens.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None or item in self._end_ids:
+                    if item is None and len(generated) >= max_new:
+                        finish = "length"
+                    # nothing more will come: show what was held back (it did not become a stop string)
+                    text = self._decode(generated).rstrip("\ufffd")
+                    if len(text) > len(emitted):
+                        yield text[len(emitted) :]
+                        emitted = text
+                    break
+                generated.append(item)
+                text = self._decode(generated)
+                cut = _find_stop(text, request.stop)
+                if cut is not None:
+                    text = text[:cut]
+                    if len(text) > len(emitted):
+                        yield text[len(emitted) :]
+                        emitted = text
+                    break
+                safe = _safe_prefix(text, request.stop)
+                if len(safe) > len(emitted):
+                    yield safe[len(emitted) :]
+                    emitted = safe
+                if stop_event is not None and stop_event.is_set():
+                    break
+        finally:
+            # Also reached when the consumer closes the iterator: stop the worker and free the lock.
+            cancel.set()
+            worker.join()
+
+        result = GenerationResult(
+            text=emitted,
+            finish_reason=finish,
+            prompt_tokens=len(context),
+            completion_tokens=len(generated),
+        )
+        self.last_result = result
+        return result
+
+    def _default_max_new_tokens(self) -> int:
+        config = getattr(self.model, "generation_config", None)
+        return getattr(config, "max_new_tokens", None) or _DEFAULT_MAX_NEW_TOKENS
+
+    def _check_length(self, context: list[int]) -> None:
+        from qvl_agent.model.errors import ContextLengthError
+
+        # seq_length is not a hard limit (dynamic NTK stretches it); max_position_embeddings is.
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and len(context) >= limit:
+            raise ContextLengthError(
+                f"prompt is {len(context)} tokens, the model's context window is {limit} tokens"
+            )
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, keep_image_special=True, errors="replace")
+
+    def _generate_worker(
+        self,
+        context: list[int],
+        request: GenerationRequest,
+        max_new_tokens: int,
+        cancel: threading.Event,
+        stop_event: threading.Event | None,
+        out: queue.Queue[Any],
+    ) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        class TokenStreamer(BaseStreamer):
+            """Puts each new token id on the queue (the first ``put`` is the prompt itself)."""
+
+            def __init__(self) -> None:
+                self.prompt_seen = False
+
+            def put(self, value: torch.Tensor) -> None:
+                if not self.prompt_seen:
+                    self.prompt_seen = True
+                    return
+                for token in value.reshape(-1).tolist():
+                    out.put(int(token))
+
+            def end(self) -> None:
+                pass
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                stop = cancel.is_set() or (stop_event is not None and stop_event.is_set())
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        try:
+            with self._lock:
+                if cancel.is_set():
+                    return
+                kwargs = self._generation_kwargs(request, max_new_tokens)
+                if request.seed is not None:
+                    torch.manual_seed(request.seed)
+                device = next(self.model.parameters()).device
+                input_ids = torch.tensor([context], dtype=torch.long, device=device)
+                if request.images:
+                    kwargs["images"] = list(request.images)
+                self.model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    streamer=TokenStreamer(),
+                    stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                    **kwargs,
+                )
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            out.put(exc)
+        finally:
+            out.put(None)
+
+    def _generation_kwargs(self, request: GenerationRequest, max_new_tokens: int) -> dict[str, Any]:
+        import copy
+
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = max_new_tokens
+        config.eos_token_id = sorted(self._end_ids)
+        config.pad_token_id = self.tokenizer.eod_id
+        # Any stop_words_ids kept in the checkpoint's config are replaced by eos ids above.
+        if hasattr(config, "stop_words_ids"):
+            config.stop_words_ids = None
+        if request.temperature is not None and request.temperature <= 0:
+            config.do_sample = False
+        elif request.temperature is not None:
+            config.do_sample = True
+            config.temperature = request.temperature
+        if config.do_sample:
+            if request.top_p is not None:
+                config.top_p = request.top_p
+            if request.top_k is not None:
+                config.top_k = request.top_k
+        else:
+            config.temperature, config.top_p, config.top_k = None, None, None
+        if getattr(config, "max_length", None) is not None:
+            config.max_length = None
+        return {"generation_config": config}
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    """Index of the earliest stop string in ``text``, or None."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _safe_prefix(text: str, stops: list[str]) -> str:
+    """The part of ``text`` that can be shown now: no partly decoded character at the end, and no tail that
+    could still grow into a stop string."""
+    text = text.rstrip("\ufffd")
+    hold = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                hold = max(hold, k)
+                break
+    return text[: len(text) - hold]

@@ -1,0 +1,48 @@
+"""Built-in model backends: the embedded demo model and local Qwen-VL checkpoint directories.
+
+``resolve_model("demo")`` loads the embedded demo model; ``resolve_model("/path/to/Qwen-VL-Chat")`` loads
+any directory holding a ``config.json``. Loaded models are cached per resolved path, so the server, the
+console and several agents share one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qvl_agent.hookspecs import hookimpl
+
+_cache: dict[str, Any] = {}
+_cache_lock = threading.Lock()
+
+
+def is_checkpoint_dir(spec: str) -> bool:
+    """True when ``spec`` names a local directory that looks like a checkpoint (has a ``config.json``)."""
+    if "://" in spec:
+        return False
+    try:
+        return (Path(spec).expanduser() / "config.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def load_local_backend(spec: str) -> Any:
+    """Build (once per path) a :class:`~qvl_agent.backends.LocalQwenBackend` for ``"demo"`` or a directory."""
+    from qvl_agent.backends import LocalQwenBackend
+
+    key = spec if spec == "demo" else str(Path(spec).expanduser().resolve())
+    with _cache_lock:
+        backend = _cache.get(key)
+        if backend is None:
+            name = "demo" if spec == "demo" else Path(key).name
+            backend = LocalQwenBackend.from_pretrained(spec if spec == "demo" else key, name=name)
+            _cache[key] = backend
+    return backend
+
+
+@hookimpl
+def register_models(register: Callable[..., None]) -> None:
+    register("demo", load_local_backend)
+    register("local-checkpoint", load_local_backend, matches=is_checkpoint_dir)
