@@ -1,0 +1,26 @@
+"""``qvl-agent console``: serve the Gradio agent console."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("console")
+@click.option(
+    "--model",
+    "-m",
+    default="demo",
+    show_default=True,
+    help='Model spec: "demo", a checkpoint folder or "openai+http://host:port/v1".',
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=7860, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--max-steps", default=5, show_default=True, type=click.IntRange(1, 50), help="Agent step limit."
+)
+def console(model: str, host: str, port: int, max_steps: int) -> None:
+    """Open the multimodal agent console in the browser: chat with pictures, watch tool calls and boxes."""
+    from qvl_agent.console.app import launch_console
+
+    click.echo(f"qvl-agent console: model {model!r} on http://{host}:{port}")
+    launch_console(model, host=host, port=port, max_steps=max_steps)
