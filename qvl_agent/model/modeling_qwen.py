@@ -22,7 +22,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from qvl_agent.model.configuration_qwen import QWenConfig
-from qvl_agent.model.errors import InputError
+from qvl_agent.model.errors import ContextLengthError, InputError
 from qvl_agent.model.generation import QWenChatMixin
 from qvl_agent.model.visual import QWenVisionTransformer
 
@@ -187,6 +187,12 @@ class QWenPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _keys_to_ignore_on_load_unexpected = [r"\.rotary_emb\.inv_freq$"]
 
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, QWenVisionTransformer):
+            module.reset_parameters()  # the vision tower's own scheme (sin-cos tables, scaled projections)
+        else:
+            super()._init_weights(module)
+
 
 def find_image_spans(input_ids: torch.Tensor, image_start_id: int) -> list[tuple[int, int, int]]:
     """``(row, start, end)`` of every ``<img> ... </img>`` span, row-major; malformed spans raise InputError."""
@@ -245,7 +251,7 @@ class QWenModel(QWenPreTrainedModel):
         self.rotary_emb = QWenRotaryEmbedding(rotary_dim, base=config.rotary_emb_base)
         self.h = nn.ModuleList([QWenBlock(config, i) for i in range(config.num_hidden_layers)])
         self.ln_f = QWenRMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
-        self.visual = QWenVisionTransformer(**config.visual)
+        self.visual = QWenVisionTransformer.from_config(config.visual)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -277,6 +283,13 @@ class QWenModel(QWenPreTrainedModel):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        seq = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if past_length == 0 and seq > self.config.max_position_embeddings:
+            raise ContextLengthError(
+                f"the prompt is {seq} tokens long but the model's context holds at most "
+                f"{self.config.max_position_embeddings} (max_position_embeddings; trained on "
+                f"seq_length={self.config.seq_length})"
+            )
 
         if inputs_embeds is None:
             if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
@@ -376,9 +389,8 @@ class QWenModel(QWenPreTrainedModel):
         if not spans:
             return hidden_states
 
-        visual_dtype = next(self.visual.parameters()).dtype
         if pixel_values is not None:
-            features = self.visual(pixel_values.to(device=hidden_states.device, dtype=visual_dtype))
+            features = self.visual(pixel_values)
         else:
             if images is None:
                 images = [
