@@ -303,13 +303,7 @@ class Agent:
             yield ToolResultEvent(
                 step=index, tool=call.name, content=observation, is_error=is_error, images=tool_images
             )
-            content: list[TextPart | ImagePart] = [TextPart(text=observation)]
-            content += [
-                ImagePart(url=f"tool://{call.name}/{i}", image=img) for i, img in enumerate(tool_images)
-            ]
-            messages.append(
-                Message(role="function", name=call.name, content=content if tool_images else observation)
-            )
+            messages.append(_observation_message(call.name, observation, tool_images))
 
         last = steps[-1]
         answer = (
@@ -394,6 +388,16 @@ class Agent:
             if isinstance(processed, AgentResult):
                 result = processed
         return FinalAnswer(text=answer, result=result)
+
+
+def _observation_message(tool: str, observation: str, images: list[Image.Image]) -> Message:
+    """The function-result message: the observation text, then any returned pictures (each rendered by the
+    protocol as the next ``Picture N``, so the model sees it)."""
+    if not images:
+        return Message(role="function", name=tool, content=observation)
+    parts: list[TextPart | ImagePart] = [TextPart(text=observation + "\n")] if observation.strip() else []
+    parts += [ImagePart(url=f"tool://{tool}/{i}", image=image) for i, image in enumerate(images)]
+    return Message(role="function", name=tool, content=parts)
 
 
 # -- resolution of the constructor's arguments ---------------------------------------------------------------
