@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import colorsys
+import io
 import math
 import os
 import unicodedata
@@ -337,6 +338,8 @@ class QWenTokenizer(PreTrainedTokenizer):
         Special surface forms in ``allowed_special`` become special tokens, the others plain text; one found
         in ``disallowed_special`` raises ``ValueError``. Image spans come out as 258 pieces (see module doc).
         """
+        if kwargs.get("split_special_tokens"):  # the transformers switch for "specials are plain text"
+            allowed_special = ()
         text = unicodedata.normalize("NFC", text)
         ids = self.tokenizer.encode(
             text,
@@ -602,20 +605,21 @@ _PALETTE = _palette()
 def _open_image(source: str) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        if source.startswith(("http://", "https://")):
-            import io
+    if source.startswith(("http://", "https://")):
+        import httpx
 
-            import httpx
-
+        try:
             response = httpx.get(source, timeout=30, follow_redirects=True)
             response.raise_for_status()
-            return Image.open(io.BytesIO(response.content)).convert("RGB")
-        return Image.open(source).convert("RGB")
+        except httpx.HTTPError as err:
+            raise ImageLoadError(f"cannot fetch picture {source!r}: {err}") from err
+        data: str | io.BytesIO = io.BytesIO(response.content)
+    else:
+        data = source
+    try:
+        return Image.open(data).convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise ImageLoadError(f"cannot load picture {source!r}: {err}") from err
-    except Exception as err:  # httpx errors
-        raise ImageLoadError(f"cannot fetch picture {source!r}: {err}") from err
 
 
 __all__ = [

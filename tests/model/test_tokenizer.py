@@ -7,7 +7,6 @@ message, or an empty AssertionError) ours raises a subclass of both the original
 
 from __future__ import annotations
 
-import base64
 import builtins
 import json
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from qvl_agent.model.errors import InputError
-from qvl_agent.model.tokenization_qwen import IMG_TOKEN_SPAN, PAT_STR, SPECIAL_TOKENS, QWenTokenizer
+from qvl_agent.model.tokenization_qwen import IMG_TOKEN_SPAN, PAT_STR, QWenTokenizer
 
 pytestmark = pytest.mark.testdata
 
@@ -215,6 +214,12 @@ def test_allowed_special_accepts_any_collection(tok: QWenTokenizer) -> None:
     assert 151851 in as_set and 151644 not in as_set
 
 
+def test_split_special_tokens_means_plain_text(tok: QWenTokenizer) -> None:
+    text = "<|im_end|>x<ref>"
+    assert tok(text, split_special_tokens=True).input_ids == tok.encode(text, allowed_special=set())
+    assert tok(text).input_ids == [151645, 87, 151851]
+
+
 def test_nfc_normalisation(tok: QWenTokenizer) -> None:
     decomposed = "cafe\u0301"
     assert tok.encode(decomposed) == tok.encode("caf\u00e9")
@@ -365,6 +370,8 @@ def test_draw_bbox_returns_none_without_picture_or_boxes(tok: QWenTokenizer, tmp
 
     assert tok.draw_bbox_on_latest_picture("<box>(1,2),(3,4)</box>", history=[]) is None
     assert tok.draw_bbox_on_latest_picture("no boxes", image=Image.new("RGB", (8, 8))) is None
+    with pytest.raises(ImageLoadError, match="cannot fetch picture 'http://127.0.0.1:9/x.png'"):
+        tok.draw_bbox_on_latest_picture("<img>http://127.0.0.1:9/x.png</img><box>(1,2),(3,4)</box>")
     missing = tmp_path / "missing.png"
     with pytest.raises(ImageLoadError, match="missing.png"):
         tok.draw_bbox_on_latest_picture(f"<img>{missing}</img><box>(1,2),(3,4)</box>")
@@ -412,49 +419,3 @@ def test_adding_tokens_is_refused(tok: QWenTokenizer) -> None:
     assert tok.add_special_tokens({"extra_special_tokens": ["<|im_end|>"]}) == 0
     with pytest.raises(InputError, match="only the built-in Qwen specials"):
         tok.add_special_tokens({"extra_special_tokens": ["<new>"]})
-
-
-# -- a tiny hand-made vocabulary in the same file format ----------------------------------------------
-
-
-def _write_tiny_vocab(folder: Path) -> list[bytes]:
-    tokens = [bytes([b]) for b in range(256)] + [b"ab", b"abc", b" a", b"  "]
-    lines = [f"{base64.b64encode(t).decode()} {rank}" for rank, t in enumerate(tokens)]
-    (folder / "qwen.tiktoken").write_text("\n".join(lines) + "\n")
-    return tokens
-
-
-def test_tiny_vocabulary_gets_specials_after_its_size(tmp_path: Path) -> None:
-    tokens = _write_tiny_vocab(tmp_path)
-    tiny = QWenTokenizer.from_pretrained(tmp_path)
-    n = len(tokens)
-    assert len(tiny) == tiny.vocab_size == n + len(SPECIAL_TOKENS) + 9
-    assert tiny.eod_id == n and tiny.im_start_id == n + 1 and tiny.im_end_id == n + 2
-    assert tiny.special_tokens["<|extra_204|>"] == n + 207
-    assert (tiny.ref_start_id, tiny.img_start_id, tiny.img_end_id, tiny.img_pad_id) == (
-        n + 208,
-        n + 214,
-        n + 215,
-        n + 216,
-    )
-    assert tiny.encode("abc ab") == [257, ord(" "), 256]
-    assert tiny.encode("<|im_start|>x<|im_end|>") == [n + 1, ord("x"), n + 2]
-    ids = tiny.encode("<img>p.png</img>")
-    assert len(ids) == 258 and ids[1:6] == list(b"p.png") and ids[6] == tiny.img_pad_id
-    assert tiny.decode(ids + tiny.encode(" abc")) == "<img>p.png</img> abc"
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("QQ== 0\nQg== 2\n", "ranks must be exactly 0..1"),
-        ("QQ== 0 extra\n", "expected 'base64-token rank'"),
-        ("!!!! 0\n", "cannot parse"),
-        ("QQ== 0\nQQ== 1\n", "appears twice"),
-        ("QQ== 0\nQg== 1\n", "needs at least 256"),
-    ],
-)
-def test_bad_vocabulary_files_are_rejected(tmp_path: Path, content: str, message: str) -> None:
-    (tmp_path / "qwen.tiktoken").write_text(content)
-    with pytest.raises(InputError, match=re.escape(message)):
-        QWenTokenizer(str(tmp_path / "qwen.tiktoken"))
