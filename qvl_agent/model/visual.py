@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from qvl_agent.model.errors import InputError
@@ -117,15 +119,22 @@ class VisualBlock(nn.Module):
 
 
 class VisualEncoder(nn.Module):
-    """The stack of ViT blocks (``transformer.resblocks.N`` in checkpoints); no final norm."""
+    """The stack of ViT blocks (``transformer.resblocks.N`` in checkpoints); no final norm.
+
+    Set ``gradient_checkpointing = True`` (transformers' ``gradient_checkpointing_enable()`` does) to recompute
+    each block in the backward pass instead of keeping its activations.
+    """
 
     def __init__(self, width: int, layers: int, heads: int, mlp_width: int) -> None:
         super().__init__()
         self.resblocks = nn.ModuleList(VisualBlock(width, heads, mlp_width) for _ in range(layers))
+        self.gradient_checkpointing = False
+        self._gradient_checkpointing_func = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.resblocks:
-            x = block(x)
+            x = self._gradient_checkpointing_func(block.__call__, x) if checkpointing else block(x)
         return x
 
 

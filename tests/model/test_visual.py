@@ -242,3 +242,59 @@ def test_image_processor_property_follows_image_size():
     model = QWenVisionTransformer(**SMALL)
     assert model.image_processor.image_size == 28
     assert model.image_processor is model.image_processor
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = QWenVisionTransformer(**{**SMALL, "layers": 2})
+    pixels = torch.randn(2, 3, 28, 28)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        model(pixels).square().mean().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = grads()
+    model.transformer.gradient_checkpointing = True
+    checkpointed = grads()
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_released_qwen_vl_layout_on_meta_device():
+    """The released config (448 px, ViT-bigG width 1664, 48 layers) builds with the official shapes."""
+    released = dict(
+        heads=16,
+        image_size=448,
+        image_start_id=151857,
+        layers=48,
+        mlp_ratio=4.9231,
+        output_dim=4096,
+        patch_size=14,
+    )
+    with torch.device("meta"):
+        model = QWenVisionTransformer.from_config({**released, "width": 1664})
+        out = model(torch.empty(2, 3, 448, 448))
+        features = model.forward_features(torch.empty(2, 3, 448, 448))
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["conv1.weight"] == (1664, 3, 14, 14)
+    assert shapes["positional_embedding"] == (256, 1664)
+    assert shapes["transformer.resblocks.47.mlp.c_fc.weight"] == (8192, 1664)  # int(1664 * 4.9231)
+    assert shapes["transformer.resblocks.47.attn.in_proj.weight"] == (3 * 1664, 1664)
+    assert shapes["attn_pool.kv_proj.weight"] == (4096, 1664)
+    assert shapes["attn_pool.attn.in_proj_weight"] == (3 * 4096, 4096)
+    assert shapes["proj"] == (4096, 4096)
+    assert model.attn_pool.attn.num_heads == 32
+    assert "transformer.resblocks.48.ln_1.weight" not in shapes
+    assert features.shape == (2, 1024, 1664) and out.shape == (2, 256, 4096)
+    assert 1.8e9 < sum(p.numel() for p in model.parameters()) < 2.0e9
+
+
+def test_448_pixel_grid_with_small_width():
+    """32x32 patches: both 16x16 tables are resized (the path real checkpoints take)."""
+    model = QWenVisionTransformer(**{**SMALL, "image_size": 448, "n_queries": 256}).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(1, 3, 448, 448))
+        out = model(torch.randn(1, 3, 448, 448))
+    assert features.shape == (1, 1024, 32) and out.shape == (1, 256, 48)
+    assert torch.isfinite(out).all()
