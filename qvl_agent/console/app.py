@@ -29,7 +29,7 @@ CSS = """
 """
 
 PLACEHOLDER = (
-    "### 👁️ Show me a picture\n"
+    "### Show me a picture\n"
     "Drop, paste or attach one or more images, then ask about them.<br>"
     "I can describe, **ground** objects with boxes and **call tools** — every step shows up here."
 )
@@ -41,13 +41,21 @@ def theme() -> gr.themes.Base:
 
 
 def examples() -> list[dict[str, Any]]:
-    """Bundled example prompts: see, ground, call a tool."""
-    shapes = str(EXAMPLES_DIR / "shapes.png")
-    circles = str(EXAMPLES_DIR / "circles.png")
+    """Bundled example prompts: see, ground, call a tool (phrased like the demo model's training data)."""
+    shapes, circles, tiny = (str(EXAMPLES_DIR / name) for name in ("shapes.png", "circles.png", "tiny.png"))
     return [
         {"text": "Describe the image.", "files": [shapes]},
         {"text": "Where is the red circle? Give its bounding box.", "files": [shapes]},
-        {"text": "Which picture has more circles?", "files": [shapes, circles]},
+        {
+            "text": "Each circle is worth 3 points and each square is worth 5 points. "
+            "How many points are there in total?",
+            "files": [circles],
+        },
+        {"text": "What shape is the tiny object at the top right?", "files": [tiny]},
+        {
+            "text": "Multiply the number of objects in Picture 1 by the number of objects in Picture 2.",
+            "files": [shapes, circles],
+        },
     ]
 
 
@@ -81,7 +89,7 @@ def create_console(
 
         with gr.Row(elem_id="qvl-header"):
             gr.Markdown(
-                f"# 👁️ {title}\nA multimodal agent playground for Qwen-VL: chat with pictures, watch tool calls, "
+                f"# {title}\nA multimodal agent playground for Qwen-VL: chat with pictures, watch tool calls, "
                 "see grounded boxes drawn."
             )
 
@@ -90,6 +98,7 @@ def create_console(
                 chatbot = gr.Chatbot(
                     elem_id="qvl-chat",
                     label="Chat",
+                    show_label=False,
                     height=560,
                     placeholder=PLACEHOLDER,
                     buttons=["copy", "copy_all"],
@@ -101,15 +110,15 @@ def create_console(
                     file_count="multiple",
                     file_types=["image"],
                     sources=["upload"],
-                    placeholder="Ask about your pictures… (drop, paste or 📎 attach images)",
+                    placeholder="Ask about your pictures… (drop, paste or attach images)",
                     show_label=False,
                     stop_btn=True,
                     autofocus=True,
                 )
                 with gr.Row(elem_id="qvl-actions"):
-                    regenerate_btn = gr.Button("🔄 Regenerate", size="sm")
-                    undo_btn = gr.Button("↩️ Undo", size="sm")
-                    clear_btn = gr.Button("🗑️ Clear", size="sm")
+                    regenerate_btn = gr.Button("↻ Regenerate", size="sm")
+                    undo_btn = gr.Button("↶ Undo", size="sm")
+                    clear_btn = gr.Button("✕ Clear", size="sm")
                 gr.Examples(
                     examples=[[e] for e in examples()],
                     inputs=[textbox],
@@ -118,7 +127,7 @@ def create_console(
                 )
 
             with gr.Column(scale=1, min_width=300, elem_id="qvl-side"):
-                with gr.Accordion("🎯 Grounding", open=True):
+                with gr.Accordion("Grounding", open=True):
                     grounding = gr.Image(
                         label="Annotated picture",
                         type="filepath",
@@ -128,9 +137,9 @@ def create_console(
                         height=240,
                     )
                     download = gr.DownloadButton(
-                        "⬇️ Download annotated image", visible=False, size="sm", elem_id="qvl-download"
+                        "⬇ Download annotated image", visible=False, size="sm", elem_id="qvl-download"
                     )
-                with gr.Accordion("🧠 Model", open=True):
+                with gr.Accordion("Model", open=True):
                     model_box = gr.Dropdown(
                         model_choices,
                         value=default_model,
@@ -139,23 +148,22 @@ def create_console(
                         allow_custom_value=True,
                     )
                     system_box = gr.Textbox(system, label="System prompt", lines=2)
-                with gr.Accordion("🧩 Plugins & tools", open=True):
+                with gr.Accordion("Plugins & tools", open=True):
                     plugin_box = gr.CheckboxGroup(
-                        [(p.label, p.name) for p in catalogue.plugins if not p.failed],
-                        value=[p.name for p in catalogue.plugins if not p.failed],
-                        label="Plugins",
+                        [(p.label, p.name) for p in catalogue.tool_plugins],
+                        value=[p.name for p in catalogue.tool_plugins],
+                        label="Plugins with tools",
                         info="Unchecking a plugin hides its tools",
+                        elem_id="qvl-plugins",
                     )
                     tool_box = gr.CheckboxGroup(
-                        [(f"{name}", name) for name in catalogue.tools],
+                        [(name, name) for name in catalogue.tools],
                         value=checked_tools,
                         label="Tools the agent may call",
                         elem_id="qvl-tools",
                     )
-                    failed = [p for p in catalogue.plugins if p.failed]
-                    if failed:
-                        gr.Markdown("\n".join(f"⚠️ `{p.name}` failed to load: {p.error}" for p in failed))
-                with gr.Accordion("⚙️ Generation", open=False):
+                    gr.Markdown(_plugins_note(catalogue), elem_id="qvl-plugin-note")
+                with gr.Accordion("Generation", open=False):
                     temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature")
                     top_p = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="Top-p")
                     max_tokens = gr.Slider(16, 2048, value=512, step=16, label="Max new tokens")
@@ -266,6 +274,14 @@ def create_console(
         )
 
     return demo
+
+
+def _plugins_note(catalogue: Catalogue) -> str:
+    """A line naming the other loaded plugins, and any that failed to load (with the reason)."""
+    others = [p.short_name for p in catalogue.plugins if not p.tools and not p.failed]
+    lines = [f"<small>Also loaded: {', '.join(others)}</small>"] if others else []
+    lines += [f"⚠ `{p.short_name}` failed to load: {p.error}" for p in catalogue.plugins if p.failed]
+    return "\n\n".join(lines)
 
 
 def _file_path(item: Any) -> str:

@@ -17,14 +17,21 @@ class PluginEntry:
     name: str
     version: str | None = None
     tools: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)
+    builtin: bool = False
     failed: bool = False
     error: str | None = None
 
     @property
+    def short_name(self) -> str:
+        """``qvl_agent.plugins.grounding`` -> ``grounding``; external plugin names are kept."""
+        return self.name.removeprefix("qvl_agent.plugins.")
+
+    @property
     def label(self) -> str:
-        version = f" {self.version}" if self.version else ""
+        version = f" {self.version}" if self.version and not self.builtin else ""
         count = f" · {len(self.tools)} tool{'s' if len(self.tools) != 1 else ''}" if self.tools else ""
-        return f"{self.name}{version}{count}"
+        return f"{self.short_name}{version}{count}"
 
 
 @dataclass
@@ -35,58 +42,34 @@ class Catalogue:
     tools: dict[str, str]
     models: list[str]
 
+    @property
+    def tool_plugins(self) -> list[PluginEntry]:
+        """Loaded plugins that register tools (the ones a checkbox can switch)."""
+        return [p for p in self.plugins if p.tools and not p.failed]
+
     def tools_of(self, plugin_names: list[str]) -> list[str]:
-        """The tools registered by the given plugins, plus tools whose plugin is unknown."""
-        owned = {t for p in self.plugins for t in p.tools}
-        chosen = [t for p in self.plugins if p.name in plugin_names for t in p.tools]
-        return [t for t in self.tools if t in chosen or t not in owned]
+        """The tools registered by the given plugins, in catalogue order."""
+        chosen = {t for p in self.plugins if p.name in plugin_names for t in p.tools}
+        return [t for t in self.tools if t in chosen]
 
 
-def _collect(hook: Any) -> dict[str, list[Any]]:
-    """Call each implementation of a ``register_*`` hook with a collecting callback: plugin -> registrations."""
-    found: dict[str, list[Any]] = {}
-    for impl in hook.get_hookimpls():
-        items: list[Any] = []
-
-        def register(*args: Any, _items: list[Any] = items, **kwargs: Any) -> None:
-            _items.append(args[0] if args else next(iter(kwargs.values()), None))
-
-        try:
-            impl.function(register=register)
-        except Exception:  # a broken plugin is reported by list_plugins(); the console still starts
-            continue
-        found[impl.plugin_name] = items
-    return found
-
-
-def load_catalogue() -> Catalogue:
-    """Read plugins, tools and models from the plugin manager."""
+def load_catalogue(pm: Any | None = None) -> Catalogue:
+    """Read plugins, tools and models from the plugin manager (default: the process-wide one)."""
     from qvl_agent import plugins
 
-    pm = plugins.get_plugin_manager()
-    tools = {name: tool.description for name, tool in plugins.get_tools().items()}
-    tools_by_plugin = {
-        plugin: [getattr(t, "name", str(t)) for t in registered]
-        for plugin, registered in _collect(pm.hook.register_tools).items()
-    }
-    models = [str(name) for names in _collect(pm.hook.register_models).values() for name in names]
-
-    entries: list[PluginEntry] = []
-    for info in plugins.list_plugins():
-        name = getattr(info, "name", str(info))
-        impl_name = next((p for p in tools_by_plugin if p == name or p.endswith(f".{name}")), None)
-        entries.append(
-            PluginEntry(
-                name=name,
-                version=getattr(info, "version", None),
-                tools=[t for t in tools_by_plugin.get(impl_name or name, []) if t in tools],
-                failed=bool(getattr(info, "failed", False)),
-                error=getattr(info, "error", None),
-            )
+    tools = {name: tool.description for name, tool in plugins.get_tools(pm).items()}
+    owners = plugins.tools_by_plugin(pm)
+    entries = [
+        PluginEntry(
+            name=info.name,
+            version=info.version,
+            tools=[t for t in owners.get(info.name, []) if t in tools],
+            hooks=list(info.hooks),
+            builtin=info.builtin,
+            failed=info.failed,
+            error=info.error,
         )
-    # tool registrations from plugins list_plugins() does not name (e.g. registered by a test) still count
-    listed = {e.name for e in entries}
-    for plugin, names in tools_by_plugin.items():
-        if plugin not in listed and not any(plugin.endswith(f".{n}") for n in listed):
-            entries.append(PluginEntry(name=plugin, tools=[t for t in names if t in tools]))
-    return Catalogue(plugins=entries, tools=tools, models=list(dict.fromkeys(models)))
+        for info in plugins.list_plugins(pm)
+    ]
+    models = list(dict.fromkeys(r.name for r in plugins.get_models(pm)))
+    return Catalogue(plugins=entries, tools=tools, models=models)

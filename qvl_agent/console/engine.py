@@ -86,12 +86,12 @@ def answer_markdown(text: str) -> str:
 
     def coords(raw: str) -> str:
         numbers = re.findall(r"-?\d+", raw)
-        return f" `[{', '.join(numbers)}]`" if numbers else ""
+        return f"`[{', '.join(numbers)}]`" if numbers else ""
 
     def ref(match: re.Match[str]) -> str:
-        label = html.escape(match.group("label").strip())
+        label = f"**{html.escape(match.group('label').strip())}**"
         shape = coords(match.group("coords")) if match.group("shape") else ""
-        return f"**{label}**{shape}"
+        return f"{label} {shape}" if shape else label
 
     text = _REF_BOX.sub(ref, text)
     return _LONE_SHAPE.sub(lambda m: coords(m.group("coords")), text)
@@ -107,7 +107,7 @@ def user_message(turn: Turn) -> ChatMessage:
 
 def error_message(title: str, detail: str) -> ChatMessage:
     """An error shown in the chat; the console stays usable."""
-    return {"role": "assistant", "content": f"⚠️ **{title}**\n\n{detail}"}
+    return {"role": "assistant", "content": f"⚠ **{title}**\n\n{detail}"}
 
 
 def chat_history(turns: list[Turn]) -> list[ChatMessage]:
@@ -220,7 +220,7 @@ class TurnRunner:
         step = {
             "role": "assistant",
             "content": body,
-            "metadata": {"title": f"🛠️ Calling tool `{name}`", "status": "pending", "id": key},
+            "metadata": {"title": f"Calling tool `{name}` …", "status": "pending", "id": key},
         }
         self.steps[key] = step
         self.step_started[key] = time.monotonic()
@@ -236,7 +236,7 @@ class TurnRunner:
         self.draft = None
         label = "Error" if is_error else "Observation"
         step["content"] += f"\n\n**{label}**\n```\n{observation.strip() or '(empty)'}\n```"
-        icon, verb = ("❌", "failed") if is_error else ("🛠️", "used")
+        icon, verb = ("✗", "failed") if is_error else ("✓", "used")
         step["metadata"] = {
             **step["metadata"],
             "title": f"{icon} Tool `{name}` {verb}",
@@ -259,7 +259,7 @@ class TurnRunner:
             self.turn.annotated.append(path)
             self.annotated = path
             labels = sorted({b.label for b in boxes if b.label})
-            caption = f"🎯 Grounding on picture {index + 1}" + (f": {', '.join(labels)}" if labels else "")
+            caption = f"◎ Grounding on picture {index + 1}" + (f": {', '.join(labels)}" if labels else "")
             self.turn.shown.append(
                 {"role": "assistant", "content": [caption, {"path": path, "alt_text": caption}]}
             )

@@ -35,6 +35,16 @@ SCENES: dict[str, Scene] = {
             SceneObject("circle", "blue", "medium", (168, 160, 218, 210)),
         ],
     ),
+    "tiny.png": Scene(
+        256,
+        256,
+        "beige",
+        [
+            SceneObject("square", "green", "large", (28, 120, 104, 196)),
+            SceneObject("star", "purple", "tiny", (214, 26, 227, 39)),
+            SceneObject("circle", "orange", "medium", (140, 150, 190, 200)),
+        ],
+    ),
 }
 
 
