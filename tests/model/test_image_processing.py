@@ -11,6 +11,8 @@ import threading
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -380,3 +382,23 @@ def test_processor_passes_its_limits(tmp_path, sample_png):
     path.write_bytes(sample_png)
     with pytest.raises(ImageLoadError, match="too large"):
         QWenImageProcessor(16, max_bytes=10)([path])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mode=st.sampled_from(["RGB", "RGBA", "L", "LA", "P", "I;16", "1"]),
+    width=st.integers(1, 40),
+    height=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_png_round_trip_matches_convert_rgb(mode, width, height, seed):
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), mode="RGBA")
+    image = base.convert(mode) if mode != "P" else base.convert("RGB").quantize(colors=7)
+    data = png_bytes(image)
+    loaded = load_image(data)
+    with Image.open(io.BytesIO(data)) as reopened:
+        expected = reopened.convert("RGB")
+    assert loaded.mode == "RGB" and same_pixels(loaded, expected)
+    pixels = QWenImageProcessor(14)(data)
+    assert pixels.shape == (1, 3, 14, 14) and torch.isfinite(pixels).all()

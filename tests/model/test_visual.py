@@ -298,3 +298,24 @@ def test_448_pixel_grid_with_small_width():
         out = model(torch.randn(1, 3, 448, 448))
     assert features.shape == (1, 1024, 32) and out.shape == (1, 256, 48)
     assert torch.isfinite(out).all()
+
+
+def test_vit_attention_packs_qkv_per_head():
+    """Row block h of ``in_proj`` holds head h's [q; k; v] (not the usual [all q; all k; all v])."""
+    from qvl_agent.model.visual import VisualAttention
+
+    torch.manual_seed(0)
+    width, heads, seq = 12, 3, 5
+    attn = VisualAttention(width, heads)
+    x = torch.randn(2, seq, width)
+    head_dim = width // heads
+    w, b = attn.in_proj.weight, attn.in_proj.bias
+    outputs = []
+    for h in range(heads):
+        rows = slice(3 * head_dim * h, 3 * head_dim * (h + 1))
+        q, k, v = (x @ w[rows].T + b[rows]).split(head_dim, dim=-1)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(head_dim), dim=-1)
+        outputs.append(weights @ v)
+    expected = attn.out_proj(torch.cat(outputs, dim=-1))
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), expected, atol=1e-6, rtol=1e-5)
