@@ -368,6 +368,7 @@ class QWenTokenizer(PreTrainedTokenizer):
         return [self.image_start_tag, *pieces, self.image_end_tag]
 
     def _tokenize(self, text: str, **kwargs: Any) -> list[Token]:
+        """Unused by ``tokenize`` (which handles specials itself); kept so the base-class contract holds."""
         return self.tokenize(text, **kwargs)
 
     # -- decoding -------------------------------------------------------------------------------------------
@@ -559,22 +560,25 @@ class QWenTokenizer(PreTrainedTokenizer):
         """
         from PIL import ImageDraw, ImageFont
 
+        boxes = self._fetch_all_box_with_ref(response)
         if image is None:
             source = self._fetch_latest_picture(response, history)
-            if source is None:
+            if source is None or not boxes:
                 return None
             image = _open_image(source)
+        elif not boxes:
+            return None
         else:
             image = image.convert("RGB")  # always a copy: the caller's picture is left untouched
-        boxes = self._fetch_all_box_with_ref(response)
-        if not boxes:
-            return None
 
         w, h = image.size
         draw = ImageDraw.Draw(image)
         font_size = max(int(math.sqrt(w * h) // 45), 10)
         line_width = max(font_size // 8, 1)
-        font = ImageFont.load_default(size=font_size)
+        try:
+            font = ImageFont.load_default(size=font_size)
+        except TypeError:  # Pillow < 10.1: fixed-size bitmap font only
+            font = ImageFont.load_default()
         color_index = 0
         color = _PALETTE[color_index]
         for box in boxes:
@@ -586,8 +590,11 @@ class QWenTokenizer(PreTrainedTokenizer):
             draw.rectangle(
                 (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), outline=color, width=line_width
             )
-            if "ref" in box:
-                draw.text((x1, y1), box["ref"], fill=color, font=font)
+            if "ref" in box:  # label on a filled tab at the box's top-left corner
+                left, top = min(x1, x2), min(y1, y2)
+                tab = draw.textbbox((left + line_width, top + line_width), box["ref"], font=font)
+                draw.rectangle((left, top, tab[2] + line_width, tab[3] + line_width), fill=color)
+                draw.text((left + line_width, top + line_width), box["ref"], fill=(255, 255, 255), font=font)
         return image
 
 
