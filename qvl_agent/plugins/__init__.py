@@ -200,8 +200,16 @@ def _register_object(
     pm.meta[name] = (version, source, builtin)
     try:
         pm.register(plugin, name=name)
-    except Exception as exc:  # bad hook names/arguments (pluggy validation), duplicate registration
+    except Exception as exc:  # bad hook arguments (pluggy validation), duplicate registration
         pm.record_failure(name, "register", exc)
+        return
+    unknown = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [] if caller.spec is None)
+    if unknown:  # most likely a typo in a hook name: refuse the plugin rather than silently ignore the hook
+        pm.unregister(plugin)
+        known = ", ".join(sorted(n for n in dir(pm.hook) if not n.startswith("_")))
+        pm.record_failure(
+            name, "register", LookupError(f"unknown hook(s) {', '.join(unknown)} (known: {known})")
+        )
 
 
 # -- calling hooks ------------------------------------------------------------------------------------
