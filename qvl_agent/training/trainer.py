@@ -180,7 +180,19 @@ def build_model(config: TrainConfig):
     kwargs["visual"] = visual
     torch.manual_seed(config.seed)
     model = QWenLMHeadModel(QWenConfig(**kwargs))
+    chat_generation_config(model, tokenizer)
     return model, tokenizer
+
+
+def chat_generation_config(model: torch.nn.Module, tokenizer) -> None:
+    """Greedy ChatML generation settings (what ``model.chat`` and the backends read) for a new model."""
+    gc = model.generation_config
+    gc.chat_format = "chatml"
+    gc.max_window_size = model.config.seq_length
+    gc.eos_token_id = tokenizer.eod_id
+    gc.pad_token_id = tokenizer.eod_id
+    gc.do_sample = False
+    gc.max_new_tokens = 256
 
 
 def freeze_parts(model: torch.nn.Module, parts: list[str]) -> None:
@@ -229,18 +241,6 @@ class Trainer:
         self.device = _device(config.device)
         self.step = 0
 
-        self.model, self.tokenizer = build_model(config)
-        from qvl_agent.model.image_processing import QWenImageProcessor
-
-        self.image_processor = QWenImageProcessor(image_size=self.model.config.visual["image_size"])
-        if config.lora:
-            self.model = apply_lora(self.model, config)
-        freeze_parts(self.model, config.freeze)
-        if resume_from is not None:
-            self._load_weights(Path(resume_from))
-        dtype = getattr(torch, config.dtype)
-        self.model.to(self.device, dtype=dtype)
-
         self.train_source = (
             ConversationSource.from_file(config.data)
             if config.data
@@ -254,6 +254,18 @@ class Trainer:
             )
         else:
             self.eval_source = None
+
+        self.model, self.tokenizer = build_model(config)
+        from qvl_agent.model.image_processing import QWenImageProcessor
+
+        self.image_processor = QWenImageProcessor(image_size=self.model.config.visual["image_size"])
+        if config.lora:
+            self.model = apply_lora(self.model, config)
+        freeze_parts(self.model, config.freeze)
+        if resume_from is not None:
+            self._load_weights(Path(resume_from))
+        dtype = getattr(torch, config.dtype)
+        self.model.to(self.device, dtype=dtype)
 
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
