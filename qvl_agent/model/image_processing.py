@@ -62,7 +62,7 @@ def load_image(
     ``convert("RGB")``: alpha is dropped without compositing and L/P images are expanded.
     """
     if isinstance(source, Image.Image):
-        return _to_rgb(source, describe_source(source))
+        return _finish(source, describe_source(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         _check_size(len(data), max_bytes, describe_source(source))
@@ -170,18 +170,21 @@ def _decode(data: bytes, name: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            # Decode every pixel now so truncated or corrupt files fail here, not deep inside torch.
-            image.load()
     except Image.UnidentifiedImageError as exc:
         raise ImageLoadError(f"cannot load image {name}: not a recognised image format") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError(f"cannot load image {name}: too many pixels ({exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"cannot load image {name}: the file is corrupt or truncated ({exc})") from exc
-    return _to_rgb(image, name)
+    return _finish(image, name)
 
 
-def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+def _finish(image: Image.Image, name: str) -> Image.Image:
+    """Decode every pixel now (so truncated or corrupt files fail here, not deep inside torch), then RGB."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(f"cannot load image {name}: the file is corrupt or truncated ({exc})") from exc
     try:
         return image.convert("RGB")
     except (OSError, ValueError) as exc:
@@ -245,7 +248,9 @@ class QWenImageProcessor:
         return bicubic_resize(self.load(image), (self.image_size, self.image_size))
 
     def normalize(self, resized: Image.Image) -> torch.Tensor:
-        """``[3, S, S]`` float32 pixel values from an already resized RGB picture."""
+        """``[3, S, S]`` float32 pixel values from an already resized picture."""
+        if resized.mode != "RGB":
+            resized = resized.convert("RGB")
         pixels = torch.from_numpy(np.array(resized, dtype=np.uint8))  # [S, S, 3]
         # Same op order as torchvision's ToTensor + Normalize, so results are bit-identical.
         pixels = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)

@@ -402,3 +402,11 @@ def test_png_round_trip_matches_convert_rgb(mode, width, height, seed):
     assert loaded.mode == "RGB" and same_pixels(loaded, expected)
     pixels = QWenImageProcessor(14)(data)
     assert pixels.shape == (1, 3, 14, 14) and torch.isfinite(pixels).all()
+
+
+def test_lazily_opened_truncated_pil_image(tmp_path, sample_png):
+    path = tmp_path / "cut.png"
+    path.write_bytes(sample_png[: len(sample_png) // 2])
+    with Image.open(path) as lazy:  # PIL only read the header so far
+        with pytest.raises(ImageLoadError, match=r"<PIL image RGB 31x23>.*corrupt or truncated"):
+            load_image(lazy)
