@@ -253,3 +253,13 @@ def test_bad_arguments_are_clear_errors() -> None:
         Agent(backend, protocol="nope")
     with pytest.raises(ValueError, match="no plugin provides a model"):
         Agent("no-such-model")
+
+
+def test_grounding_boxes_come_back_structured() -> None:
+    picture = Image.new("RGB", (200, 100), "white")
+    backend = ScriptedBackend("<ref>the dot</ref><box>(100,200),(300,400)</box> is here.")
+    result = Agent(backend).run("Where is the dot?", images=[picture])
+    (box,) = result.boxes
+    assert box.label == "the dot" and box.norm == [100, 200, 300, 400] and box.image_index == 0
+    assert box.pixels == pytest.approx([20, 20, 60, 40])
+    assert result.text.startswith("<ref>the dot</ref>")
