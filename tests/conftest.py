@@ -54,3 +54,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 f"(ran {ran}, skipped {skipped})",
                 red=True,
             )
+
+
+# --- the tiny reference checkpoint as a ready-to-load folder (shared by the model tests) ---
+@pytest.fixture(scope="session")
+def tiny_checkpoint(qwen_vl_testdata: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temp folder with the decompressed tiny ``model.safetensors``, its ``config.json`` /
+    ``generation_config.json``, ``qwen.tiktoken`` and the ``images/`` folder (prompts use ``images/img_a.png``)."""
+    import gzip
+    import shutil
+
+    tiny = qwen_vl_testdata / "tiny"
+    folder = tmp_path_factory.mktemp("tiny_checkpoint")
+    (folder / "model.safetensors").write_bytes(gzip.decompress((tiny / "model.safetensors.gz").read_bytes()))
+    for name in ("config.json", "generation_config.json"):
+        shutil.copyfile(tiny / name, folder / name)
+    shutil.copyfile(qwen_vl_testdata / "qwen.tiktoken", folder / "qwen.tiktoken")
+    shutil.copytree(tiny / "images", folder / "images")
+    for path in [folder / "images", *(folder / "images").iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the reference folder is read-only
+    return folder
