@@ -126,6 +126,8 @@ class ChatService:
         problem = request.unsupported()
         if problem is not None:
             raise APIError(400, problem[1], param=problem[0], code="unsupported_value")
+        if request.agent is not None:
+            self._check_agent_tools(request.agent.tools)
         messages = _to_messages(request.messages)
         messages = [self._resolve_images(m, i) for i, m in enumerate(messages)]
         pictures = [p.image for m in messages for p in m.images() if p.image is not None]
@@ -376,6 +378,19 @@ class ChatService:
             slot.close()
 
     # -- agent mode --------------------------------------------------------------------------------------
+
+    def _check_agent_tools(self, names: list[str]) -> None:
+        from qvl_agent import plugins
+
+        installed = plugins.get_tools()
+        unknown = [n for n in names if n not in installed]
+        if unknown:
+            raise APIError(
+                400,
+                f"unknown tool(s) {unknown} for agent mode; installed tools: {', '.join(sorted(installed)) or 'none'}",
+                param="agent.tools",
+                code="unknown_tool",
+            )
 
     def _agent(self, prepared: Prepared) -> Any:
         from qvl_agent.agent import Agent
