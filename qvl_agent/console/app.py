@@ -172,62 +172,80 @@ def create_console(
         settings_inputs = [model_box, tool_box, system_box, temperature, top_p, max_tokens, max_steps_box]
         outputs = [chatbot, turns, textbox, grounding, download]
 
-        def settings_of(values: tuple[Any, ...]) -> Settings:
-            model_spec, tool_names, system_prompt, temp, top, tokens, steps = values
+        def settings_of(
+            model: str | None,
+            tools: list[str] | None,
+            system: str | None,
+            temperature: float,
+            top_p: float,
+            max_tokens: float,
+            max_steps: float,
+        ) -> Settings:
             return Settings(
-                model=str(model_spec or default_model),
-                tools=list(tool_names or []),
-                system=system_prompt or DEFAULT_SYSTEM,
-                temperature=float(temp),
-                top_p=float(top),
-                max_tokens=int(tokens),
-                max_steps=int(steps),
+                model=str(model or default_model),
+                tools=list(tools or []),
+                system=system or DEFAULT_SYSTEM,
+                temperature=float(temperature),
+                top_p=float(top_p),
+                max_tokens=int(max_tokens),
+                max_steps=int(max_steps),
             )
 
         def stream(history: list[Turn], settings: Settings) -> Iterator[tuple[Any, ...]]:
-            yield (
-                chat_history(history),
-                history,
-                gr.MultimodalTextbox(value=None, interactive=False),
-                None,
-                (gr.DownloadButton(visible=False)),
-            )
+            busy = gr.MultimodalTextbox(value=None, interactive=False)
+            yield chat_history(history), history, busy, None, gr.DownloadButton(visible=False)
             annotated = None
             for update in run_turn(history, settings, models, workdir):
-                if update.annotated and update.annotated != annotated:
+                if update.annotated != annotated:
                     annotated = update.annotated
-                    yield (
-                        chat_history(history),
-                        history,
-                        gr.skip(),
-                        annotated,
-                        (gr.DownloadButton(value=annotated, visible=True)),
-                    )
+                    yield chat_history(history), history, gr.skip(), annotated, _download(annotated)
                 else:
                     yield chat_history(history), history, gr.skip(), gr.skip(), gr.skip()
-            yield chat_history(history), history, gr.MultimodalTextbox(interactive=True), gr.skip(), gr.skip()
+            # the last update repeats everything, so API clients (which keep only it) get the whole turn
+            ready = gr.MultimodalTextbox(interactive=True)
+            yield chat_history(history), history, ready, annotated, _download(annotated)
 
         def chat(
-            message: dict[str, Any] | None, history: list[Turn], *values: Any
+            message: dict[str, Any] | None,
+            history: list[Turn],
+            model: str,
+            tools: list[str],
+            system: str,
+            temperature: float,
+            top_p: float,
+            max_tokens: float,
+            max_steps: float,
         ) -> Iterator[tuple[Any, ...]]:
+            """Send a message (text + pictures) and stream the agent's steps and answer."""
             message = message or {}
             text = (message.get("text") or "").strip()
             files = [_file_path(f) for f in message.get("files") or []]
             if not text and not files:
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 return
-            yield from stream([*history, Turn(text=text, files=files)], settings_of(values))
+            settings = settings_of(model, tools, system, temperature, top_p, max_tokens, max_steps)
+            yield from stream([*history, Turn(text=text, files=files)], settings)
 
-        def regenerate(history: list[Turn], *values: Any) -> Iterator[tuple[Any, ...]]:
+        def regenerate(
+            history: list[Turn],
+            model: str,
+            tools: list[str],
+            system: str,
+            temperature: float,
+            top_p: float,
+            max_tokens: float,
+            max_steps: float,
+        ) -> Iterator[tuple[Any, ...]]:
+            """Run the last message again (with the current settings)."""
             if not history:
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 return
             last = history[-1]
-            yield from stream(
-                [*history[:-1], Turn(text=last.text, files=list(last.files))], settings_of(values)
-            )
+            settings = settings_of(model, tools, system, temperature, top_p, max_tokens, max_steps)
+            yield from stream([*history[:-1], Turn(text=last.text, files=list(last.files))], settings)
 
         def undo(history: list[Turn]) -> tuple[Any, ...]:
+            """Drop the last turn and put its message back in the input box."""
             if not history:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             last, rest = history[-1], history[:-1]
@@ -237,10 +255,11 @@ def create_console(
                 rest,
                 gr.MultimodalTextbox(value={"text": last.text, "files": last.files}, interactive=True),
                 previous,
-                gr.DownloadButton(value=previous, visible=previous is not None),
+                _download(previous),
             )
 
         def clear() -> tuple[Any, ...]:
+            """Start a new conversation."""
             return (
                 [],
                 [],
@@ -260,6 +279,7 @@ def create_console(
             None,
             textbox,
             cancels=[chat_event, regenerate_event],
+            api_visibility="private",
         )
         undo_btn.click(undo, [turns], outputs, api_name="undo")
         clear_btn.click(clear, None, outputs, api_name="clear")
@@ -270,7 +290,7 @@ def create_console(
             ),
             [plugin_box, tool_box],
             tool_box,
-            api_name=False,
+            api_visibility="private",
         )
 
     return demo
@@ -282,6 +302,10 @@ def _plugins_note(catalogue: Catalogue) -> str:
     lines = [f"<small>Also loaded: {', '.join(others)}</small>"] if others else []
     lines += [f"⚠ `{p.short_name}` failed to load: {p.error}" for p in catalogue.plugins if p.failed]
     return "\n\n".join(lines)
+
+
+def _download(path: str | None) -> gr.DownloadButton:
+    return gr.DownloadButton(value=path, visible=path is not None)
 
 
 def _file_path(item: Any) -> str:

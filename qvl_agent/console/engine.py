@@ -129,16 +129,19 @@ def load_pictures(paths: list[str]) -> list[Image.Image]:
     return [plugins.fetch_image(path) for path in paths]
 
 
+def _visible(turns: list[Turn]) -> list[Turn]:
+    """The turns the model sees: answered ones, and the last (the one being run)."""
+    return [t for i, t in enumerate(turns) if t.answer is not None or i == len(turns) - 1]
+
+
 def conversation(turns: list[Turn], pictures: dict[str, Image.Image]) -> list[Message]:
     """The OpenAI-shaped conversation the agent sees: every turn's pictures + text, and earlier answers.
 
     Earlier turns without an answer (failed or stopped) are left out so the model never sees half a turn.
     """
     messages: list[Message] = []
-    for i, turn in enumerate(turns):
-        last = i == len(turns) - 1
-        if not last and turn.answer is None:
-            continue
+    for turn in _visible(turns):
+        last = turn is turns[-1]
         parts: list[TextPart | ImagePart] = [ImagePart(url=p, image=pictures[p]) for p in turn.files]
         parts.append(TextPart(text=turn.text))
         messages.append(Message(role="user", content=parts))
@@ -150,9 +153,7 @@ def conversation(turns: list[Turn], pictures: dict[str, Image.Image]) -> list[Me
 def conversation_pictures(turns: list[Turn], pictures: dict[str, Image.Image]) -> list[Image.Image]:
     """The pictures in the order the protocol numbers them (``Picture 1``, ``Picture 2`` …)."""
     order: list[Image.Image] = []
-    for i, turn in enumerate(turns):
-        if i < len(turns) - 1 and turn.answer is None:
-            continue
+    for turn in _visible(turns):
         order.extend(pictures[p] for p in turn.files)
     return order
 
@@ -367,7 +368,7 @@ class PictureError(Exception):
 
 def _load_turn_pictures(turns: list[Turn]) -> dict[str, Image.Image]:
     loaded: dict[str, Image.Image] = {}
-    for path in dict.fromkeys(p for t in turns for p in t.files):
+    for path in dict.fromkeys(p for t in _visible(turns) for p in t.files):
         try:
             (loaded[path],) = load_pictures([path])
         except Exception as exc:
