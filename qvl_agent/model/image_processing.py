@@ -17,13 +17,16 @@ import urllib.request
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
-import torch
 from PIL import Image
 
 from qvl_agent.model.errors import ImageLoadError, InputError
+
+if TYPE_CHECKING:  # torch is imported on first use, so load_image alone stays light
+    import torch
 
 ImageSource = str | os.PathLike | Image.Image | bytes | bytearray | memoryview
 
@@ -156,6 +159,8 @@ def _fetch_http(url: str, timeout: float, max_bytes: int, name: str) -> bytes:
                 # The declared length may be missing or wrong, so count what really arrives.
                 _check_size(received, max_bytes, name)
                 chunks.append(chunk)
+    except httpx.InvalidURL as exc:
+        raise ImageLoadError(f"bad image URL {name}: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise ImageLoadError(f"cannot fetch image {name}: timed out after {timeout} s") from exc
     except httpx.HTTPError as exc:
@@ -249,6 +254,8 @@ class QWenImageProcessor:
 
     def normalize(self, resized: Image.Image) -> torch.Tensor:
         """``[3, S, S]`` float32 pixel values from an already resized picture."""
+        import torch
+
         if resized.mode != "RGB":
             resized = resized.convert("RGB")
         pixels = torch.from_numpy(np.array(resized, dtype=np.uint8))  # [S, S, 3]
@@ -264,6 +271,8 @@ class QWenImageProcessor:
 
     def __call__(self, images: ImageSource | Sequence[ImageSource]) -> torch.Tensor:
         """A list of pictures (or a single one) to a ``[N, 3, S, S]`` float32 batch."""
+        import torch
+
         if isinstance(images, (str, os.PathLike, Image.Image, bytes, bytearray, memoryview)):
             images = [images]
         images = list(images)

@@ -357,6 +357,14 @@ def test_http_connection_failure():
         load_image(f"http://127.0.0.1:{port}/x.png", timeout=2.0)
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"), [("https://[::1", "bad image URL"), ("http://", "cannot fetch image")]
+)
+def test_malformed_http_urls(url, problem):
+    with pytest.raises(ImageLoadError, match=problem):
+        load_image(url, timeout=1.0)
+
+
 def test_http_timeout(sample_png):
     stalled = threading.Event()
 
