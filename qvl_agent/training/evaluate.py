@@ -249,7 +249,7 @@ def run_item(
         )
         rest = backend.generate(follow).text
         prediction = f"{prediction}\n[after observation]{rest}"
-        answer_ok = exact_match(final_answer("Thought:" + rest), expected_answer)
+        answer_ok = exact_match(final_answer(rest), expected_answer)
     else:
         answer_ok = False
     return ItemResult(

@@ -172,4 +172,5 @@ def score_tool_call(prediction: str, expected: str) -> ToolCallScore:
 
 def final_answer(text: str) -> str:
     """The answer of a ReAct reply (after the last ``Final Answer:``), else the text itself."""
-    return react.parse_response(text)["content"] if "Final Answer: " in text else text
+    z = text.rfind("Final Answer: ")
+    return text[z + len("Final Answer: ") :].strip() if z >= 0 else text.strip()
