@@ -98,7 +98,8 @@ def _check_size(size: int, max_bytes: int, name: str) -> None:
 
 def _load_path(path: Path, max_bytes: int, name: str) -> Image.Image:
     if not path.exists():
-        raise ImageLoadError(f"image file not found: {name}")
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise ImageLoadError(f"image file not found: {name}{where}")
     if not path.is_file():
         raise ImageLoadError(f"image path is not a file: {name}")
     _check_size(path.stat().st_size, max_bytes, name)

@@ -209,6 +209,8 @@ def test_missing_file(tmp_path):
         load_image(tmp_path / "missing.png")
     with pytest.raises(ImageLoadError, match="not found"):
         load_image((tmp_path / "missing.png").as_uri())
+    with pytest.raises(ImageLoadError, match=r"not found: no/such\.png \(relative to "):
+        load_image("no/such.png")
 
 
 def test_directory_is_not_an_image(tmp_path):
