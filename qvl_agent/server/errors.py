@@ -28,6 +28,7 @@ _TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+    502: "server_error",
     500: "server_error",
     503: "server_error",
 }
@@ -65,6 +66,10 @@ def from_exception(exc: BaseException) -> APIError:
     """Map an exception raised while serving a request to the error the client should see."""
     if isinstance(exc, APIError):
         return exc
+    from qvl_agent.upstream import UpstreamError
+
+    if isinstance(exc, UpstreamError):
+        return APIError(502, str(exc), code="upstream_error", type="server_error")
     if isinstance(exc, ContextLengthError):
         return APIError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, (InputError, ValueError)):
