@@ -99,7 +99,7 @@ def create_console(
                     elem_id="qvl-chat",
                     label="Chat",
                     show_label=False,
-                    height=560,
+                    height=640,
                     placeholder=PLACEHOLDER,
                     buttons=["copy", "copy_all"],
                     feedback_options=None,
@@ -130,6 +130,7 @@ def create_console(
                 with gr.Accordion("Grounding", open=True):
                     grounding = gr.Image(
                         label="Annotated picture",
+                        show_label=False,
                         type="filepath",
                         interactive=False,
                         elem_id="qvl-grounding",
