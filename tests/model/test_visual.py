@@ -126,7 +126,7 @@ def test_batch_equals_single_images(tiny_visual, vectors):
 
 @pytest.mark.testdata
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_forward_is_close(tiny_visual, visual_config, checkpoint_visual, vectors, dtype):
+def test_low_precision_forward_is_close(visual_config, checkpoint_visual, vectors, dtype):
     model = QWenVisionTransformer.from_config(visual_config)
     model.load_state_dict({k: v.float() for k, v in checkpoint_visual.items()})
     model = model.to(dtype).eval()
