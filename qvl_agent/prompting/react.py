@@ -244,6 +244,11 @@ def stop_words(request_stop: list[str] | None, has_functions: bool) -> list[str]
     return words
 
 
+def stop_words_ids(words: list[str] | None, tokenizer: Any) -> list[list[int]] | None:
+    """The token ids of each stop word (``tokenizer.encode``), as passed to ``model.chat(stop_words_ids=...)``."""
+    return [tokenizer.encode(word) for word in words] if words else None
+
+
 def trim_stop_words(response: str, stop_words: list[str] | None) -> str:
     """Cut ``response`` at each stop word in turn."""
     for stop in stop_words or []:

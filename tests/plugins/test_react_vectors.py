@@ -70,3 +70,12 @@ def test_other_malformed_conversations_raise_clear_errors():
     with pytest.raises(react.ReactFormatError) as info:
         react.parse_messages([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
     assert info.value.status_code == 400
+
+
+def test_stop_words_ids_with_the_real_tokenizer(vectors, qwen_vl_testdata):
+    from qvl_agent.model.tokenization_qwen import QWenTokenizer
+
+    tokenizer = QWenTokenizer(str(qwen_vl_testdata / "qwen.tiktoken"))
+    for case in vectors["stop_words"]:
+        words = react.stop_words(case["request_stop"], case["has_functions"])
+        assert react.stop_words_ids(words, tokenizer) == case["stop_words_ids"], case
