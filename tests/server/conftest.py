@@ -54,6 +54,12 @@ class RunningServer:
         self.sock.close()
 
 
+@pytest.fixture(scope="session")
+def running_server_class() -> type[RunningServer]:
+    """:class:`RunningServer` itself, for fixtures of wider scope than ``serve``."""
+    return RunningServer
+
+
 @pytest.fixture
 def plugin_manager() -> Iterator[plugins.PluginManager]:
     """A fresh plugin manager with the built-ins only (plus the upstream model plugin), installed globally."""
