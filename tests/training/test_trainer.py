@@ -167,3 +167,68 @@ def test_bad_settings_are_rejected(tmp_path):
         TrainConfig(output_dir=str(tmp_path))
     with pytest.raises(InputError, match="cannot freeze"):
         TrainConfig(output_dir=str(tmp_path), model_config=TINY, freeze=["everything"])
+
+
+def test_train_and_eval_commands_end_to_end(tmp_path, data_file):
+    from click.testing import CliRunner
+
+    from qvl_agent.training.cli import train
+    from qvl_agent.training.eval_cli import eval_command
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(
+        train,
+        [
+            "--config",
+            json.dumps(TINY),
+            "--data",
+            data_file,
+            "-o",
+            str(out),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--save-every",
+            "1",
+            "--log-every",
+            "1",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(train, ["-o", str(out), "--resume", "--max-steps", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "at step 2" in result.output
+    steps = [
+        json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines() if "loss" in line
+    ]
+    assert steps == [1, 2, 3]
+
+    results = tmp_path / "eval" / "results.json"
+    result = runner.invoke(
+        eval_command,
+        [
+            "--model",
+            str(out / "final"),
+            "--task",
+            "grounding",
+            "--limit",
+            "2",
+            "--n-samples",
+            "6",
+            "--max-new-tokens",
+            "4",
+            "--output",
+            str(results),
+            "--train-log",
+            str(out / "log.jsonl"),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "grounding" in result.output and "acc@IoU0.5" in result.output
+    payload = json.loads(results.read_text())
+    assert payload["scores"]["grounding"]["n"] == 2 and len(payload["predictions"]) == 2
+    assert results.with_suffix(".png").stat().st_size > 10_000
