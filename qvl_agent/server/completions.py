@@ -251,9 +251,32 @@ class ChatService:
         result = self.backend.generate(prepared.generation)
         return self._outcome(prepared, _with_usage(self.backend, prepared.generation, result))
 
+    @property
+    def passthrough(self) -> bool:
+        """True when the backend takes whole OpenAI requests itself (an upstream in ``passthrough`` mode)."""
+        return getattr(self.backend, "mode", None) == "passthrough" and hasattr(
+            self.backend, "chat_completion"
+        )
+
+    def _forward_body(self, request: s.ChatCompletionRequest) -> dict[str, Any]:
+        problem = request.unsupported()
+        if problem is not None:
+            raise APIError(400, problem[1], param=problem[0], code="unsupported_value")
+        if request.agent is not None:
+            raise APIError(400, "agent mode is not available when requests are passed through", param="agent")
+        return request.model_dump(exclude_none=True, exclude={"agent", "stream", "stream_options"})
+
     async def complete(self, request: s.ChatCompletionRequest) -> dict[str, Any]:
         """Non-streaming completion: the response body."""
         self.check_model(request.model)
+        if self.passthrough:
+            body = self._forward_body(request)
+            async with self.limiter.slot():
+                try:
+                    answer = await asyncio.to_thread(self.backend.chat_completion, body)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    raise from_exception(exc) from None
+            return {**answer, "model": request.model}
         prepared = await asyncio.to_thread(self.prepare, request)
         async with self.limiter.slot():
             try:
@@ -289,10 +312,35 @@ class ChatService:
         Whoever serves the events must call ``slot.close()`` when the response is over: it frees the slot
         unless a generation thread still holds it (that thread frees it when it stops)."""
         self.check_model(request.model)
+        if self.passthrough:
+            body = self._forward_body(request)
+            if request.stream_options is not None:
+                body["stream_options"] = request.stream_options.model_dump()
+            await self.limiter.acquire()
+            slot = Slot(self.limiter)
+            return self._forwarded_events(body, request.model, slot), slot
         prepared = await asyncio.to_thread(self.prepare, request)
         await self.limiter.acquire()
         slot = Slot(self.limiter)
         return self._events(prepared, slot), slot
+
+    async def _forwarded_events(
+        self, body: dict[str, Any], model: str, slot: Slot
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The upstream's chunks, relayed (passthrough mode)."""
+        try:
+            worker = slot.hand_to(
+                ThreadedStream(lambda: self.backend.chat_completion_stream(body), on_exit=slot.release)  # type: ignore[attr-defined]
+            )
+            async for chunk in worker:
+                yield {"data": _json({**chunk, "model": model})}
+            yield {"data": "[DONE]"}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            yield {"data": _json(from_exception(exc).body())}
+        finally:
+            slot.close()
 
     async def _events(self, prepared: Prepared, slot: Slot) -> AsyncIterator[dict[str, Any]]:
         request = prepared.request

@@ -164,3 +164,28 @@ def test_prompt_rendering_helpers():
         "data:image/png;base64,"
     )
     assert parts[1] == {"type": "text", "text": "Describe."}
+
+
+def test_passthrough_forwards_tools_to_the_engine(scripted_server, serve, make_client):
+    back, backend = scripted_server('Thought: t\nAction: get_weather\nAction Input: {"city": "Rome"}')
+    front = serve(
+        create_app(
+            f"openai+http://127.0.0.1:{back.port}/v1?model=scripted&mode=passthrough", model_name="front"
+        )
+    )
+    client = make_client(front)
+    reply = client.chat.completions.create(
+        model="front", messages=[{"role": "user", "content": "Rome?"}], tools=TOOLS
+    )
+    (call,) = reply.choices[0].message.tool_calls  # made by the engine (here: the back server's ReAct)
+    assert reply.model == "front" and call.function.name == "get_weather"
+    assert backend.requests[-1].query.endswith("Question: Rome?")  # the back rendered the tools itself
+    chunks = list(
+        client.chat.completions.create(
+            model="front", messages=[{"role": "user", "content": "Rome?"}], tools=TOOLS, stream=True
+        )
+    )
+    arguments = "".join(
+        tc.function.arguments or "" for c in chunks for tc in c.choices[0].delta.tool_calls or []
+    )
+    assert json.loads(arguments) == {"city": "Rome"} and all(c.model == "front" for c in chunks)
