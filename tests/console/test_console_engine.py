@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from qvl_agent.console.annotate import annotate_pictures, box_pixels, draw_boxes
@@ -189,3 +190,18 @@ def test_settings_reach_the_model(console_plugin, tmp_path):
     request = console_plugin.backend.requests[-1]
     assert (request.temperature, request.top_p, request.max_new_tokens) == (0.7, 0.5, 64)
     assert "Be brief." in request.system + str(request.query)
+
+
+@pytest.mark.testdata
+def test_a_real_checkpoint_streams_through_the_console(console_plugin, tiny_checkpoint, tmp_path):
+    """The tiny reference checkpoint (random weights, real architecture), resolved by its folder path."""
+    turn = Turn(text="Describe the image.", files=[SHAPES])
+    settings = Settings(model=str(tiny_checkpoint), tools=["pixel_colour"], max_tokens=6, max_steps=1)
+    updates = list(run_turn([turn], settings, ModelCache(), tmp_path))
+    assert updates[-1].done
+    errors = [str(m["content"]) for m in turn.shown if str(m["content"]).startswith("⚠")]
+    assert turn.shown and len(updates) > 2  # text streamed in as it was generated
+    # random weights may or may not write a ReAct action; either way the turn ends cleanly, with the model's
+    # text as the answer or the step limit reported, never a load or generation failure
+    assert turn.answer is not None or [e.split("\n")[0] for e in errors] == ["⚠ **No final answer**"]
+    assert turn.answer is None or not errors
