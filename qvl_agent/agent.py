@@ -257,14 +257,20 @@ class Agent:
             text = ""
             result: GenerationResult | None = None
             chunks = self.backend.stream(request)
-            while True:
-                try:
-                    delta = next(chunks)
-                except StopIteration as stop:
-                    result = stop.value if isinstance(stop.value, GenerationResult) else None
-                    break
-                text += delta
-                yield TextDelta(step=index, text=delta)
+            try:
+                while True:
+                    try:
+                        delta = next(chunks)
+                    except StopIteration as stop:
+                        result = stop.value if isinstance(stop.value, GenerationResult) else None
+                        break
+                    text += delta
+                    yield TextDelta(step=index, text=delta)
+            finally:
+                # a consumer that stops listening (client gone) stops the generation too
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
             if result is None:
                 result = GenerationResult(
                     text=text,

@@ -263,3 +263,21 @@ def test_grounding_boxes_come_back_structured() -> None:
     assert box.label == "the dot" and box.norm == [100, 200, 300, 400] and box.image_index == 0
     assert box.pixels == pytest.approx([20, 20, 60, 40])
     assert result.text.startswith("<ref>the dot</ref>")
+
+
+def test_closing_the_event_stream_stops_the_model() -> None:
+    closed: list[bool] = []
+
+    class Endless(ScriptedBackend):
+        def stream(self, request):
+            try:
+                while True:
+                    yield "word "
+            finally:
+                closed.append(True)
+
+    events = Agent(Endless("unused")).stream("talk forever")
+    deltas = [next(events) for _ in range(4)]
+    assert [type(e).__name__ for e in deltas] == ["StepStarted", "TextDelta", "TextDelta", "TextDelta"]
+    events.close()
+    assert closed == [True]
