@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "console": "qvl_agent.console.cli:console",
     "train": "qvl_agent.training.cli:train",
     "eval": "qvl_agent.training.eval_cli:eval_command",
+    "data": "qvl_agent.data.cli:data",
 }
 
 

@@ -29,26 +29,43 @@ from qvl_agent.prompting import react
 if TYPE_CHECKING:
     from qvl_agent.data.synthetic import DataConfig, _Builder
 
-#: the tools offered in every tool-use prompt (JSON-Schema parameters, OpenAI function shape)
+#: the tools offered in tool-use prompts: exactly the specs (name, description, JSON-Schema parameters, key order
+#: included) of the contrib calculator and image-tools ``zoom`` tools, so a trained model sees at inference the very
+#: prompt text it was trained on
+_BOX_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 0, "maximum": 1000},
+    "minItems": 4,
+    "maxItems": 4,
+    "description": "[x1, y1, x2, y2] in the picture's [0,1000) coordinates",
+}
 TOOL_SPECS: list[dict[str, Any]] = [
     {
         "name": "calculator",
-        "description": "Evaluate an arithmetic expression with + - * / and parentheses and return the result.",
+        "description": 'Evaluate an arithmetic expression such as "(3 + 4) * 2" or "sqrt(16) + 2**3" and return '
+        "the result.",
         "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string", "description": "the expression, e.g. 2*3+4"}},
+            "properties": {
+                "expression": {"description": "the arithmetic expression to compute", "type": "string"}
+            },
             "required": ["expression"],
+            "type": "object",
         },
     },
     {
         "name": "zoom",
         "description": "Crop a picture to a box and enlarge it, to look closely at small details. "
-        "The box is [x1, y1, x2, y2] in the picture's [0,1000) coordinates.",
+        "The box is [x1, y1, x2, y2] in the picture's [0,1000) coordinates. "
+        "The enlarged crop becomes the next picture.",
         "parameters": {
             "type": "object",
             "properties": {
-                "image": {"type": "integer", "description": "the picture number, starting at 1"},
-                "box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+                "image": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "the picture number, starting at 1",
+                },
+                "box": _BOX_SCHEMA,
             },
             "required": ["image", "box"],
         },
