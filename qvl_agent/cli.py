@@ -37,9 +37,17 @@ class LazyGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise click.ClickException(
-                f"'{cmd_name}' is unavailable: {exc}. Install the extras: pip install 'qvl-agent[all]'"
-            ) from None
+            message = f"'{cmd_name}' is unavailable: {exc}. Install the extras: pip install 'qvl-agent[all]'"
+
+            # listed in --help, failing with one clear line only when actually invoked
+            @click.command(
+                cmd_name, help=f"(unavailable: {exc})", context_settings={"ignore_unknown_options": True}
+            )
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args: tuple[str, ...]) -> None:
+                raise click.ClickException(message)
+
+            return unavailable
         return getattr(module, attr)
 
 
