@@ -1,12 +1,13 @@
 """Built-in model backends: the embedded demo model and local Qwen-VL checkpoint directories.
 
 ``resolve_model("demo")`` loads the embedded demo model; ``resolve_model("/path/to/Qwen-VL-Chat")`` loads
-any directory holding a ``config.json``. Loaded models are cached per resolved path, so the server, the
+a checkpoint directory (a missing folder or missing weights is a clear error from ``load_model``). Loaded models are cached per resolved path, so the server, the
 console and several agents share one copy of the weights.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +20,14 @@ _cache_lock = threading.Lock()
 
 
 def is_checkpoint_dir(spec: str) -> bool:
-    """True when ``spec`` names a local directory that looks like a checkpoint (has a ``config.json``)."""
-    if "://" in spec:
+    """True when ``spec`` is a local path (an existing directory, or anything written like a path such as
+    ``./ckpt`` or ``/models/qwen``); loading then says clearly what is missing there."""
+    if "://" in spec or "+" in spec.split("/", 1)[0]:
         return False
+    if spec.startswith(("/", "./", "../", "~")) or os.sep in spec or "/" in spec:
+        return True
     try:
-        return (Path(spec).expanduser() / "config.json").is_file()
+        return Path(spec).expanduser().is_dir()
     except (OSError, ValueError):
         return False
 
