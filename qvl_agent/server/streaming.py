@@ -91,8 +91,7 @@ class CallSplitter:
         return events
 
     def _content(self, full: str) -> list[StreamEvent]:
-        if self.mode == "call" and self.sent_content and not full.startswith(self.sent_content):
-            return []
+        # what was sent cannot be taken back: only a continuation of it is streamed
         if not full.startswith(self.sent_content) or len(full) == len(self.sent_content):
             return []
         piece = full[len(self.sent_content) :]
