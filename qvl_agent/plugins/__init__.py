@@ -59,6 +59,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "qvl_agent.plugins.grounding",
     "qvl_agent.plugins.formatters",
     "qvl_agent.plugins.models",
+    "qvl_agent.plugins.upstream",
 )
 
 

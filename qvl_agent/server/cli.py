@@ -35,6 +35,7 @@ import click
     type=click.Path(exists=True, file_okay=False),
     help="with --allow-local-images: only files under these folders (repeatable)",
 )
+@click.option("--ui", is_flag=True, help="also mount the Gradio console at /ui (needs the 'console' extra)")
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     model: str,
@@ -48,6 +49,7 @@ def serve(
     queue_timeout: float,
     allow_local_images: bool,
     image_dirs: tuple[str, ...],
+    ui: bool,
     log_level: str,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API (chat completions, functions/tools, images, SSE)."""
@@ -69,5 +71,12 @@ def serve(
         )
     except (ValueError, LookupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    if ui:
+        try:
+            from qvl_agent.console import mount_console
+        except ImportError as exc:
+            raise click.ClickException(f"--ui needs the console extra: {exc}") from None
+        mount_console(app, path="/ui", model=model)
+        click.echo(f"qvl-agent: console at http://{host}:{port}/ui", err=True)
     click.echo(f"qvl-agent: serving {model!r} at http://{host}:{port}/v1", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
