@@ -354,6 +354,11 @@ class QWenModel(QWenPreTrainedModel):
         total = past_length + seq
         if attention_mask is not None and attention_mask.dim() == 4:
             return attention_mask
+        if attention_mask is not None and attention_mask.shape != (batch, total):
+            raise InputError(
+                f"attention_mask must be [batch, past + new tokens] = [{batch}, {total}]; "
+                f"got {list(attention_mask.shape)}"
+            )
         padded = attention_mask is not None and not bool(attention_mask.all())
         if not padded and (past_length == 0 or seq == 1):
             return None  # SDPA's is_causal (prefill) or nothing to mask (one new token)
