@@ -4,7 +4,10 @@ A checkpoint folder holds ``config.json``, ``qwen.tiktoken``, optionally ``gener
 weights in any layout transformers reads: ``model.safetensors``, sharded safetensors with
 ``model.safetensors.index.json``, ``pytorch_model.bin`` or sharded ``.bin`` with its index (read with
 ``torch.load(weights_only=True)``). The original's ``*.py`` files and ``auto_map`` entries, present in downloaded
-checkpoints, are ignored: nothing from the folder is ever imported or executed.
+checkpoints, are ignored: nothing from the folder is ever imported or executed by ``load_model``, nor by the
+Auto classes as long as ``trust_remote_code`` is not set. (With an explicit ``trust_remote_code=True``,
+``AutoConfig``/``AutoModel*`` still use our registered classes, but transformers' ``AutoTokenizer`` would import
+the folder's ``tokenization_qwen.py`` -- so don't pass it; it is never needed.)
 """
 
 from __future__ import annotations

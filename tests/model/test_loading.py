@@ -173,3 +173,16 @@ def test_demo_missing_is_a_clear_error(tmp_path, monkeypatch):
         load_model("demo")
     with pytest.raises(FileNotFoundError):  # also a FileNotFoundError for generic handlers
         load_model()
+
+
+def test_precision_flags_choose_the_default_dtype():
+    base = dict(hidden_size=64, num_attention_heads=2, kv_channels=32)
+    assert QWenConfig(**base, fp32=True, torch_dtype="float16").dtype == torch.float32
+    assert QWenConfig(**base, bf16=True).dtype == torch.bfloat16
+    assert QWenConfig(**base, fp16=True).dtype == torch.float16
+    if not torch.cuda.is_available():  # like the original: fp32 on a CPU-only machine when no flag is set
+        assert QWenConfig(**base).dtype == torch.float32
+    with pytest.raises(ValueError, match="at most one"):
+        QWenConfig(**base, bf16=True, fp16=True)
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        QWenConfig(hidden_size=64, num_attention_heads=3, kv_channels=32)
