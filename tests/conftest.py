@@ -16,7 +16,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def testdata_dir() -> Path:
-    return Path(os.environ.get("QVL_TESTDATA", REPO_ROOT.parent / "shared" / "testdata" / "qwen_vl")).resolve()
+    return Path(
+        os.environ.get("QVL_TESTDATA", REPO_ROOT.parent / "shared" / "testdata" / "qwen_vl")
+    ).resolve()
 
 
 @pytest.fixture(scope="session")
