@@ -31,7 +31,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "FunctionCallProtocol": "qvl_agent.protocols",
 }
 
-__all__ = sorted([*_LAZY_EXPORTS, "hookimpl", "load_model"])
+__all__ = ["hookimpl", "load_model", *_LAZY_EXPORTS]  # noqa: PLE0604
 
 
 def __getattr__(name: str) -> Any:
