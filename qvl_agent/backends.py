@@ -201,7 +201,9 @@ class LocalQwenBackend(ModelBackend):
             )
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True, keep_image_special=True, errors="replace")
+        return self.tokenizer.decode(
+            ids, skip_special_tokens=True, keep_image_special=True, errors="replace", strict_image_spans=False
+        )
 
     def _generate_worker(
         self,

@@ -251,7 +251,11 @@ class QWenChatMixin:
                         raise item
                     generated.append(item)
                     yield tokenizer.decode(
-                        generated, skip_special_tokens=True, errors="ignore", keep_image_special=True
+                        generated,
+                        skip_special_tokens=True,
+                        errors="ignore",
+                        keep_image_special=True,
+                        strict_image_spans=False,
                     )
             finally:
                 cancelled.set()

@@ -100,9 +100,11 @@ def _replace_closed_tag(
     end_tags: Sequence[Any],
     inclusive_replace: Callable[[Sequence[Any]], list[Any]],
     exclusive_replace: Callable[[Sequence[Any]], list[Any]] = list,
+    strict: bool = True,
 ) -> list[Any]:
     """Rewrite every ``start … end`` run (tags included) with ``inclusive_replace`` and the rest with
-    ``exclusive_replace``; the end tag searched for is the one paired with the start tag found."""
+    ``exclusive_replace``; the end tag searched for is the one paired with the start tag found. An unclosed
+    start tag raises, unless ``strict`` is False: then the rest is treated as outside any run."""
     out: list[Any] = []
     end = 0
     while True:
@@ -113,6 +115,9 @@ def _replace_closed_tag(
         end_tag = end_tags[list(start_tags).index(items[start])]
         end = _list_find(items, (end_tag,), start)
         if end == -1:
+            if not strict:
+                end = start
+                break
             # The original says "image token" for every tag kind; kept for parity.
             raise InputError("Unclosed image token")
         out.extend(inclusive_replace(items[start : end + 1]))
@@ -418,12 +423,15 @@ class QWenTokenizer(PreTrainedTokenizer):
         skip_special_tokens: bool = False,
         errors: str | None = None,
         keep_image_special: bool = False,
+        strict_image_spans: bool = True,
         **kwargs: Any,
     ) -> str:
         if isinstance(token_ids, int):
             token_ids = [token_ids]
         ids = [int(i) for i in token_ids]
-        ids = _replace_closed_tag(ids, (self.img_start_id,), (self.img_end_id,), self._decode_image_span)
+        ids = _replace_closed_tag(
+            ids, (self.img_start_id,), (self.img_end_id,), self._decode_image_span, strict=strict_image_spans
+        )
         if skip_special_tokens:
             if keep_image_special:
                 ids = [i for i in ids if i < self.eod_id or i in self.image_special_tokens]
@@ -441,15 +449,21 @@ class QWenTokenizer(PreTrainedTokenizer):
         skip_special_tokens: bool = False,
         keep_image_special: bool = False,
         errors: str | None = None,
+        strict_image_spans: bool = True,
         **kwargs: Any,
     ) -> str | list[str]:
         """Ids → text. ``<img>`` spans give back their path; ``skip_special_tokens`` drops every special id,
-        except the six grounding tags when ``keep_image_special`` is set; ``errors`` as in ``bytes.decode``."""
+        except the six grounding tags when ``keep_image_special`` is set; ``errors`` as in ``bytes.decode``.
+
+        An unclosed ``<img>`` raises (as the original) unless ``strict_image_spans=False``, which decodes it as
+        plain tokens: generated text is decoded that way, so a model that writes ``<img>`` never breaks a stream.
+        """
         return super().decode(
             token_ids,
             skip_special_tokens=skip_special_tokens,
             keep_image_special=keep_image_special,
             errors=errors,
+            strict_image_spans=strict_image_spans,
             **kwargs,
         )
 
