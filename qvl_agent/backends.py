@@ -7,7 +7,7 @@ embedded demo model and a remote OpenAI-compatible upstream.
 
 from __future__ import annotations
 
-import queue
+import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -130,52 +130,40 @@ class LocalQwenBackend(ModelBackend):
         context = self.build_context(request)
         self._check_length(context)
         max_new = request.max_new_tokens or self._default_max_new_tokens()
-        cancel = threading.Event()
-        tokens: queue.Queue[Any] = queue.Queue()
-        worker = threading.Thread(
-            target=self._generate_worker,
-            args=(context, request, max_new, cancel, stop_event, tokens),
-            name=f"{self.name}-generate",
-            daemon=True,
-        )
-        worker.start()
-
         generated: list[int] = []
         emitted = ""
         finish = "stop"
-        try:
-            while True:
-                item = tokens.get()
-                if isinstance(item, BaseException):
-                    raise item
-                if item is None or item in self._end_ids:
-                    if item is None and len(generated) >= max_new:
+        with self._lock:
+            token_ids = self._token_ids(context, request, max_new)
+            # closing the iterator (also when our consumer goes away) stops the model at its next step
+            with contextlib.closing(token_ids):
+                for item in token_ids:
+                    if item in self._end_ids:
+                        break
+                    generated.append(item)
+                    text = self._decode(generated)
+                    cut = _find_stop(text, request.stop)
+                    if cut is not None:
+                        text = text[:cut]
+                        if len(text) > len(emitted):
+                            yield text[len(emitted) :]
+                            emitted = text
+                        break
+                    safe = _safe_prefix(text, request.stop)
+                    if len(safe) > len(emitted):
+                        yield safe[len(emitted) :]
+                        emitted = safe
+                    if stop_event is not None and stop_event.is_set():
+                        break
+                else:
+                    if len(generated) >= max_new:
                         finish = "length"
-                    # nothing more will come: show what was held back (it did not become a stop string)
-                    text = self._decode(generated).rstrip("\ufffd")
-                    if len(text) > len(emitted):
-                        yield text[len(emitted) :]
-                        emitted = text
-                    break
-                generated.append(item)
-                text = self._decode(generated)
-                cut = _find_stop(text, request.stop)
-                if cut is not None:
-                    text = text[:cut]
-                    if len(text) > len(emitted):
-                        yield text[len(emitted) :]
-                        emitted = text
-                    break
-                safe = _safe_prefix(text, request.stop)
-                if len(safe) > len(emitted):
-                    yield safe[len(emitted) :]
-                    emitted = safe
-                if stop_event is not None and stop_event.is_set():
-                    break
-        finally:
-            # Also reached when the consumer closes the iterator: stop the worker and free the lock.
-            cancel.set()
-            worker.join()
+            if _find_stop(self._decode(generated), request.stop) is None:
+                # nothing more will come: show what was held back (it did not become a stop string)
+                text = self._decode(generated).rstrip("\ufffd")
+                if len(text) > len(emitted) and text.startswith(emitted):
+                    yield text[len(emitted) :]
+                    emitted = text
 
         result = GenerationResult(
             text=emitted,
@@ -205,62 +193,19 @@ class LocalQwenBackend(ModelBackend):
             ids, skip_special_tokens=True, keep_image_special=True, errors="replace", strict_image_spans=False
         )
 
-    def _generate_worker(
-        self,
-        context: list[int],
-        request: GenerationRequest,
-        max_new_tokens: int,
-        cancel: threading.Event,
-        stop_event: threading.Event | None,
-        out: queue.Queue[Any],
-    ) -> None:
+    def _token_ids(
+        self, context: list[int], request: GenerationRequest, max_new_tokens: int
+    ) -> Iterator[int]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
 
-        class TokenStreamer(BaseStreamer):
-            """Puts each new token id on the queue (the first ``put`` is the prompt itself)."""
-
-            def __init__(self) -> None:
-                self.prompt_seen = False
-
-            def put(self, value: torch.Tensor) -> None:
-                if not self.prompt_seen:
-                    self.prompt_seen = True
-                    return
-                for token in value.reshape(-1).tolist():
-                    out.put(int(token))
-
-            def end(self) -> None:
-                pass
-
-        class Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-                stop = cancel.is_set() or (stop_event is not None and stop_event.is_set())
-                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-        try:
-            with self._lock:
-                if cancel.is_set():
-                    return
-                kwargs = self._generation_kwargs(request, max_new_tokens)
-                if request.seed is not None:
-                    torch.manual_seed(request.seed)
-                device = next(self.model.parameters()).device
-                input_ids = torch.tensor([context], dtype=torch.long, device=device)
-                if request.images:
-                    kwargs["images"] = list(request.images)
-                self.model.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    streamer=TokenStreamer(),
-                    stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                    **kwargs,
-                )
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            out.put(exc)
-        finally:
-            out.put(None)
+        kwargs = self._generation_kwargs(request, max_new_tokens)
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([context], dtype=torch.long, device=device)
+        if request.images:
+            kwargs["images"] = list(request.images)
+        return self.model.stream_token_ids(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
 
     def _generation_kwargs(self, request: GenerationRequest, max_new_tokens: int) -> dict[str, Any]:
         import copy

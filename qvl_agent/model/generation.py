@@ -8,6 +8,7 @@ the answer is cut out by ``prompting.chatml.decode_tokens`` (quirk 2 included).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import threading
@@ -68,7 +69,7 @@ class _TokenQueue(BaseStreamer):
             self.queue.put(int(token))
 
     def end(self) -> None:
-        self.queue.put(None)
+        pass  # the worker thread puts the end marker, also when generate raises
 
 
 class _Cancelled(StoppingCriteria):
@@ -219,37 +220,21 @@ class QWenChatMixin:
             tokenizer, query, history, system, stop_words_ids, generation_config, kwargs
         )
         input_ids = torch.tensor([context_tokens], device=self.device)
-        streamer = _TokenQueue()
-        cancelled = threading.Event()
-        stopping_criteria.append(_Cancelled(cancelled))
-        generate_kwargs = dict(
+        token_ids = self.stream_token_ids(
+            input_ids,
             stop_words_ids=stop_words_ids,
             logits_processor=logits_processor,
             generation_config=generation_config,
             images=images,
-            streamer=streamer,
             stopping_criteria=stopping_criteria,
             **model_kwargs,
         )
 
-        def run() -> None:
-            try:
-                self.generate(input_ids, **generate_kwargs)
-            except BaseException as err:  # handed to the consumer, re-raised there
-                streamer.queue.put(err)
-
-        def tokens() -> Iterator[str]:
-            thread = threading.Thread(target=run, daemon=True)
-            thread.start()
+        def texts() -> Iterator[str]:
             generated: list[int] = []
-            try:
-                while True:
-                    item = streamer.queue.get()
-                    if item is None:
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    generated.append(item)
+            with contextlib.closing(token_ids):
+                for token in token_ids:
+                    generated.append(token)
                     yield tokenizer.decode(
                         generated,
                         skip_special_tokens=True,
@@ -257,11 +242,39 @@ class QWenChatMixin:
                         keep_image_special=True,
                         strict_image_spans=False,
                     )
+
+        return texts()
+
+    def stream_token_ids(self, input_ids: torch.Tensor, **generate_kwargs: Any) -> Iterator[int]:
+        """Run :meth:`generate` (same arguments) on a worker thread and yield each new token id of the first row
+        as soon as it is produced. Closing the iterator stops generation at the next step; an exception raised
+        by ``generate`` is re-raised in the consumer."""
+        tokens = _TokenQueue()
+        cancelled = threading.Event()
+        criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
+        criteria.append(_Cancelled(cancelled))
+
+        def run() -> None:
+            try:
+                self.generate(input_ids, streamer=tokens, stopping_criteria=criteria, **generate_kwargs)
+            except BaseException as err:  # handed to the consumer, re-raised there
+                tokens.queue.put(err)
+            finally:
+                tokens.queue.put(None)
+
+        def consume() -> Iterator[int]:
+            thread = threading.Thread(target=run, name="qwen-generate", daemon=True)
+            thread.start()
+            try:
+                while (item := tokens.queue.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
             finally:
                 cancelled.set()
                 thread.join()
 
-        return tokens()
+        return consume()
 
 
 __all__ = ["QWenChatMixin", "StopWordsLogitsProcessor"]
