@@ -164,8 +164,11 @@ class Resampler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kv = self.ln_kv(self.kv_proj(x))  # [B, P, D]
-        key_pos = resize_position_table(self.pos_embed, x.shape[1])
-        query = self.ln_q(self.query) + self.pos_embed  # [Q, D]
+        # The table is a float32 buffer that ``from_pretrained(dtype=...)`` leaves as it is: run it in the
+        # weights' dtype (as the original, whose table is a frozen parameter cast with the model).
+        pos_embed = self.pos_embed.to(self.query.dtype)
+        key_pos = resize_position_table(pos_embed, x.shape[1])
+        query = self.ln_q(self.query) + pos_embed  # [Q, D]
         query = query.unsqueeze(0).expand(x.shape[0], -1, -1)
         out, _ = self.attn(query, kv + key_pos, kv, need_weights=False)
         return out

@@ -186,3 +186,19 @@ def test_precision_flags_choose_the_default_dtype():
         QWenConfig(**base, bf16=True, fp16=True)
     with pytest.raises(ValueError, match="num_attention_heads"):
         QWenConfig(hidden_size=64, num_attention_heads=3, kv_channels=32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_load_runs_images(tiny_checkpoint, dtype):
+    """``load_model(dtype=...)`` gives the same model as loading in fp32 then ``.to(dtype)``, images included
+    (the resampler's sin-cos table is a float32 buffer that from_pretrained does not cast)."""
+    ids = torch.tensor(
+        [QWenTokenizer.from_pretrained(tiny_checkpoint).encode("<img>images/img_a.png</img>hi")]
+    )
+    picture = tiny_checkpoint / "images" / "img_a.png"
+    loaded, _ = load_model(tiny_checkpoint, dtype=dtype)
+    cast = load_model(tiny_checkpoint)[0].to(dtype)
+    with torch.no_grad():
+        logits = loaded(ids, images=[picture]).logits
+        assert logits.dtype == dtype
+        assert torch.equal(logits, cast(ids, images=[picture]).logits)
