@@ -7,13 +7,19 @@ Importing this package registers the classes with transformers' Auto classes (``
 from qvl_agent.model.configuration_qwen import QWenConfig
 from qvl_agent.model.errors import ContextLengthError, ImageLoadError, InputError
 from qvl_agent.model.generation import StopWordsLogitsProcessor
-from qvl_agent.model.loading import CheckpointNotFoundError, load_model, register_auto_classes
+from qvl_agent.model.loading import (
+    CheckpointLoadError,
+    CheckpointNotFoundError,
+    load_model,
+    register_auto_classes,
+)
 from qvl_agent.model.modeling_qwen import QWenLMHeadModel, QWenModel, QWenPreTrainedModel
 from qvl_agent.model.tokenization_qwen import QWenTokenizer
 
 register_auto_classes()
 
 __all__ = [
+    "CheckpointLoadError",
     "CheckpointNotFoundError",
     "ContextLengthError",
     "ImageLoadError",

@@ -12,11 +12,14 @@ the folder's ``tokenization_qwen.py`` -- so don't pass it; it is never needed.)
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 from importlib import resources
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from qvl_agent.model.configuration_qwen import QWenConfig
@@ -43,6 +46,10 @@ DTYPE_NAMES = {
 
 class CheckpointNotFoundError(InputError, FileNotFoundError):
     """A checkpoint folder, or a file it must hold, is missing."""
+
+
+class CheckpointLoadError(InputError):
+    """A checkpoint folder is there but unusable: not a Qwen-VL config, unreadable or incomplete weights."""
 
 
 def register_auto_classes() -> None:
@@ -82,7 +89,32 @@ def resolve_checkpoint(path_or_name: str | os.PathLike[str]) -> Path:
         raise CheckpointNotFoundError(
             f"checkpoint folder {str(path)!r} holds no weights: expected one of {', '.join(WEIGHT_FILES)}"
         )
+    _check_model_type(path)
     return path
+
+
+def _check_model_type(path: Path) -> None:
+    """Refuse a config.json that is not JSON or describes another architecture (e.g. Qwen2-VL)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointLoadError(f"cannot read {str(path / 'config.json')!r}: {err}") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != "qwen":
+        raise CheckpointLoadError(
+            f"{str(path / 'config.json')!r} has model_type {model_type!r}: qvl_agent loads the 2023 Qwen-VL / "
+            "Qwen-VL-Chat (model_type 'qwen'); Qwen2-VL and later are other architectures"
+        )
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"unknown device {device!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} asked for, but CUDA is not available to this torch build")
+    return device
 
 
 def _as_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
@@ -109,17 +141,51 @@ def load_model(
 
     ``dtype``: a torch dtype or ``"fp32"``/``"bf16"``/``"fp16"``; by default the config's precision flags (fp32
     on a CPU-only machine when none is set). ``device``: where to put the model (default CPU).
+
+    Raises :class:`CheckpointNotFoundError` for a missing folder/file and :class:`CheckpointLoadError` for a
+    folder that is not a Qwen-VL checkpoint (other ``model_type``), has unreadable weights, or weights that are
+    missing or shaped unlike its config -- never a silently half-initialised model.
     """
     path = resolve_checkpoint(path_or_name)
-    model = QWenLMHeadModel.from_pretrained(path, dtype=_as_dtype(dtype), local_files_only=True)
-    if device is not None:
-        model.to(device)
+    torch_dtype = _as_dtype(dtype)
+    target = _device(device) if device is not None else None
+    try:
+        model, info = QWenLMHeadModel.from_pretrained(
+            path,
+            dtype=torch_dtype,
+            local_files_only=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise CheckpointLoadError(
+            f"cannot load the weights of checkpoint folder {str(path)!r}: {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no details'}"
+        ) from err
+    mismatched = sorted(info["mismatched_keys"])
+    if mismatched:
+        name, stored, expected = mismatched[0]
+        raise CheckpointLoadError(
+            f"checkpoint folder {str(path)!r} does not match its config.json: {len(mismatched)} weight(s) have "
+            f"other shapes, e.g. {name} is {list(stored)} in the checkpoint but the config needs {list(expected)}"
+        )
+    missing = sorted(info["missing_keys"])
+    if missing:
+        raise CheckpointLoadError(
+            f"checkpoint folder {str(path)!r} lacks {len(missing)} weight(s) the model needs, e.g. "
+            f"{', '.join(missing[:3])} (a text-only Qwen checkpoint has no transformer.visual.* weights)"
+        )
+    if target is not None:
+        model.to(target)
     model.eval()
     tokenizer = QWenTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
 
 
 __all__ = [
+    "CheckpointLoadError",
     "CheckpointNotFoundError",
     "demo_checkpoint_dir",
     "load_model",

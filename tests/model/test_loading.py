@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from qvl_agent.model import (
+    CheckpointLoadError,
     CheckpointNotFoundError,
+    InputError,
     QWenConfig,
     QWenLMHeadModel,
     QWenTokenizer,
@@ -202,3 +204,43 @@ def test_low_precision_load_runs_images(tiny_checkpoint, dtype):
         logits = loaded(ids, images=[picture]).logits
         assert logits.dtype == dtype
         assert torch.equal(logits, cast(ids, images=[picture]).logits)
+
+
+def test_unusable_checkpoints_are_clear_errors(tiny_checkpoint, tmp_path):
+    folder = _copy_checkpoint(tiny_checkpoint, tmp_path / "broken", weights=False)
+    weights = (tiny_checkpoint / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[:1000])
+    with pytest.raises(CheckpointLoadError, match=r"cannot load the weights of checkpoint folder .*broken"):
+        load_model(folder)
+
+    (folder / "model.safetensors").write_bytes(weights)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "qwen2_vl"}))
+    with pytest.raises(CheckpointLoadError, match="model_type 'qwen2_vl'.*Qwen2-VL"):
+        load_model(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointLoadError, match="cannot read .*config.json"):
+        load_model(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 256, "kv_channels": 128}))
+    with pytest.raises(CheckpointLoadError, match=r"does not match its config.json.* is \[151936, 128\]"):
+        load_model(folder)
+
+
+def test_missing_weights_are_refused_not_initialised(tiny_checkpoint, tmp_path):
+    """A checkpoint without the vision tower (e.g. a text-only Qwen) must not load with random visual weights."""
+    folder = _copy_checkpoint(tiny_checkpoint, tmp_path / "text_only", weights=False)
+    state = load_file(tiny_checkpoint / "model.safetensors")
+    save_file(
+        {k: v for k, v in state.items() if not k.startswith("transformer.visual.")},
+        folder / "model.safetensors",
+    )
+    with pytest.raises(CheckpointLoadError, match=r"lacks \d+ weight\(s\) .*transformer\.visual\."):
+        load_model(folder)
+
+
+def test_unavailable_device_is_a_clear_error(tiny_checkpoint):
+    with pytest.raises(InputError, match="unknown device 'tpu9'"):
+        load_model(tiny_checkpoint, device="tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            load_model(tiny_checkpoint, device="cuda")
