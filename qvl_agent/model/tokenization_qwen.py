@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import colorsys
-import io
 import math
 import os
 import unicodedata
@@ -25,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import tiktoken
 from transformers import AddedToken, PreTrainedTokenizer
 
-from qvl_agent.model.errors import ImageLoadError, InputError
+from qvl_agent.model.errors import InputError
+from qvl_agent.model.image_processing import load_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -366,7 +366,11 @@ class QWenTokenizer(PreTrainedTokenizer):
                 )
         path_bytes = b"".join(inner)  # type: ignore[arg-type]
         if len(path_bytes) > IMG_TOKEN_SPAN:
-            raise InputError(f"The content in {self.image_start_tag}..{self.image_end_tag} is too long")
+            raise InputError(
+                f"The content in {self.image_start_tag}..{self.image_end_tag} is too long: {len(path_bytes)} bytes, "
+                f"at most {IMG_TOKEN_SPAN}. For a data URL, long URL or in-memory picture, write a short reference "
+                "inside the tags and pass the picture beside the text (images=[...])"
+            )
         # Quirk kept from the original: each byte value b is stored as id b (not the BPE id of the byte).
         pieces: list[Token] = [self.decoder[b] for b in path_bytes]
         pieces.extend([self.image_pad_tag] * (IMG_TOKEN_SPAN - len(pieces)))
@@ -477,11 +481,20 @@ class QWenTokenizer(PreTrainedTokenizer):
         text = ""
         num_images = 0
         for ele in list_format:
+            if not isinstance(ele, dict):
+                raise InputError(f"list format elements must be dicts, got {type(ele).__name__}: {ele!r}")
             if "image" in ele:
+                if not isinstance(ele["image"], str):
+                    raise InputError(
+                        f"'image' must be a path or URL string, got {type(ele['image']).__name__}; pass decoded "
+                        "pictures beside the text (images=[...]) with a short reference here"
+                    )
                 num_images += 1
                 text += f"Picture {num_images}: "
                 text += self.image_start_tag + ele["image"] + self.image_end_tag + "\n"
             elif "text" in ele:
+                if not isinstance(ele["text"], str):
+                    raise InputError(f"'text' must be a string, got {type(ele['text']).__name__}: {ele!r}")
                 text += ele["text"]
             elif "box" in ele:
                 if "ref" in ele:
@@ -570,7 +583,8 @@ class QWenTokenizer(PreTrainedTokenizer):
         """Draw the response's boxes (coordinates in [0, 1000)) and refs on the latest picture.
 
         The picture is ``image`` when given, else the latest ``<img>`` path of response/history (a local file
-        or an http(s) URL). Returns a new RGB image, or None when there is no picture or no box.
+        or URL, as :func:`~qvl_agent.model.image_processing.load_image` reads it). Returns a new RGB image, or None
+        when there is no picture or no box.
         """
         from PIL import ImageDraw, ImageFont
 
@@ -579,7 +593,7 @@ class QWenTokenizer(PreTrainedTokenizer):
             source = self._fetch_latest_picture(response, history)
             if source is None or not boxes:
                 return None
-            image = _open_image(source)
+            image = load_image(source)
         elif not boxes:
             return None
         else:
@@ -621,26 +635,6 @@ def _palette(n: int = 10) -> list[tuple[int, int, int]]:
 
 
 _PALETTE = _palette()
-
-
-def _open_image(source: str) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
-
-    if source.startswith(("http://", "https://")):
-        import httpx
-
-        try:
-            response = httpx.get(source, timeout=30, follow_redirects=True)
-            response.raise_for_status()
-        except httpx.HTTPError as err:
-            raise ImageLoadError(f"cannot fetch picture {source!r}: {err}") from err
-        data: str | io.BytesIO = io.BytesIO(response.content)
-    else:
-        data = source
-    try:
-        return Image.open(data).convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise ImageLoadError(f"cannot load picture {source!r}: {err}") from err
 
 
 __all__ = [

@@ -28,6 +28,8 @@ VECTORS: dict = json.loads(_VECTOR_FILE.read_text(encoding="utf-8")) if _VECTOR_
 
 # original message -> pattern our clearer message must match (type still isinstance of the original's)
 IMPROVED_MESSAGES = {
+    "The content in <img>..</img> is too long": r"^The content in <img>..</img> is too long: \d+ bytes, at most 256\. "
+    r".*pass the picture beside the text \(images=\[\.\.\.\]\)",
     "sequence item 0: expected a bytes-like object, str found": r"special token '<ref>' inside <img>",
     "151859 is not in list": r"no <imgpad> \(id 151859\)",
     "": r"must hold exactly 4 integers",
@@ -370,11 +372,44 @@ def test_draw_bbox_returns_none_without_picture_or_boxes(tok: QWenTokenizer, tmp
 
     assert tok.draw_bbox_on_latest_picture("<box>(1,2),(3,4)</box>", history=[]) is None
     assert tok.draw_bbox_on_latest_picture("no boxes", image=Image.new("RGB", (8, 8))) is None
-    with pytest.raises(ImageLoadError, match="cannot fetch picture 'http://127.0.0.1:9/x.png'"):
+    with pytest.raises(ImageLoadError, match="cannot fetch image http://127.0.0.1:9/x.png"):
         tok.draw_bbox_on_latest_picture("<img>http://127.0.0.1:9/x.png</img><box>(1,2),(3,4)</box>")
     missing = tmp_path / "missing.png"
     with pytest.raises(ImageLoadError, match="missing.png"):
         tok.draw_bbox_on_latest_picture(f"<img>{missing}</img><box>(1,2),(3,4)</box>")
+
+
+def test_draw_bbox_reads_the_picture_like_the_model(tok: QWenTokenizer, tmp_path: Path) -> None:
+    """The latest picture is loaded by ``load_image`` (one loader): file URLs work, truncated files are clear."""
+    from PIL import Image
+
+    from qvl_agent.model.errors import ImageLoadError
+
+    picture = tmp_path / "scene.png"
+    Image.new("RGB", (100, 50), (255, 255, 255)).save(picture)
+    drawn = tok.draw_bbox_on_latest_picture(f"<img>{picture.as_uri()}</img><box>(100,100),(500,500)</box>")
+    assert drawn is not None and drawn.size == (100, 50)
+    assert drawn.getpixel((10, 5)) != (255, 255, 255)  # the box outline starts at (10, 5)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(picture.read_bytes()[:60])
+    with pytest.raises(ImageLoadError, match="broken.png.*corrupt or truncated"):
+        tok.draw_bbox_on_latest_picture(f"<img>{broken}</img><box>(1,2),(3,4)</box>")
+
+
+@pytest.mark.parametrize(
+    ("element", "message"),
+    [
+        (
+            {"image": b"\x89PNG"},
+            r"'image' must be a path or URL string, got bytes; pass decoded pictures beside",
+        ),
+        ({"text": 3}, r"'text' must be a string, got int"),
+        ("Picture", r"list format elements must be dicts, got str"),
+    ],
+)
+def test_from_list_format_rejects_wrong_types(tok: QWenTokenizer, element: object, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        tok.from_list_format([element])
 
 
 # -- persistence ---------------------------------------------------------------------------------------
