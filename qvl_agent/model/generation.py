@@ -167,7 +167,8 @@ class QWenChatMixin:
         images: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> tuple[str, History]:
-        """One chat turn: returns ``(response, history)``; ``history`` gains ``(query, response)`` (in place).
+        """One chat turn: returns ``(response, history)``; ``history`` gains ``(query, response)`` (in place for a
+        list, as the original; any other sequence of turns is copied into a new list).
 
         ``images``: one picture (PIL image, path, URL, data URL) per ``<img>...</img>`` span of the rendered
         prompt, history included, in order; the text inside each span is then only a reference. Without it each
@@ -175,7 +176,10 @@ class QWenChatMixin:
         """
         if stream:
             raise InputError("chat(stream=True) is not supported: use chat_stream() for streaming")
-        history = [] if history is None else history
+        if history is None:
+            history = []
+        elif not isinstance(history, list):  # a tuple (or other sequence) of turns: extend a list copy
+            history = list(history)
         generation_config, raw_text, context_tokens, stop_words_ids, model_kwargs = self._chat_context(
             tokenizer, query, history, system, stop_words_ids, generation_config, kwargs
         )

@@ -58,10 +58,12 @@ def make_context(
     allowed, history and system ignored.
     """
     history = [] if history is None else history
+    _check_text("query", query)
     if chat_format == "raw":
         return query, list(tokenizer.encode(query))
     if chat_format != "chatml":
         raise UnknownChatFormatError(chat_format)
+    _check_text("system", system)
 
     im_start_tokens = [tokenizer.im_start_id]
     im_end_tokens = [tokenizer.im_end_id]
@@ -81,6 +83,9 @@ def make_context(
         if len(turn) != 2:
             raise InputError(f"each history turn must be a (query, response) pair, got {turn!r}")
         turn_query, turn_response = turn
+        _check_text("a history query", turn_query)
+        if turn_response is not None:
+            _check_text("a history response", turn_response)
         query_text, query_part = tokenize_turn("user", turn_query)
         query_tokens = im_start_tokens + query_part + im_end_tokens
         if turn_response is not None:
@@ -112,6 +117,16 @@ def make_context(
     )
     raw_text += f"\n{IM_START}user\n{query}{IM_END}\n{IM_START}assistant\n"
     return raw_text, context_tokens
+
+
+def _check_text(what: str, value: object) -> None:
+    if not isinstance(value, str):
+        hint = (
+            " (build one from image/text/box elements with tokenizer.from_list_format)"
+            if what == "query"
+            else ""
+        )
+        raise InputError(f"{what} must be a str, got {type(value).__name__}: {value!r:.80}{hint}")
 
 
 def get_stop_words_ids(chat_format: str, tokenizer: Any) -> list[list[int]]:

@@ -130,3 +130,15 @@ def test_chat_rejects_stream_flag(tiny):
     model, tokenizer = tiny
     with pytest.raises(InputError, match="chat_stream"):
         model.chat(tokenizer, "hi", stream=True)
+
+
+def test_chat_accepts_a_tuple_history_and_names_bad_queries(tiny):
+    model, tokenizer = tiny
+    turns = (("hi", "hello"),)
+    _, history = model.chat(tokenizer, "again", history=turns, max_new_tokens=2)
+    assert isinstance(history, list) and len(history) == 2 and history[0] == ("hi", "hello")
+    assert turns == (("hi", "hello"),)  # the caller's tuple is untouched
+    with pytest.raises(InputError, match="query must be a str.*from_list_format"):
+        model.chat(tokenizer, [{"text": "hi"}])
+    with pytest.raises(InputError, match="query must be a str"):
+        next(model.chat_stream(tokenizer, None))

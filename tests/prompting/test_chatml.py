@@ -107,6 +107,22 @@ def test_make_context_rejects_bad_input(tok: QWenTokenizer, qwen_vl_testdata: Pa
         make_context(tok, "q", history=[("only one",)])
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"query": [{"text": "hi"}]}, r"query must be a str, got list: .*tokenizer\.from_list_format"),
+        ({"query": None, "chat_format": "raw"}, r"query must be a str, got NoneType"),
+        ({"system": None}, r"system must be a str, got NoneType"),
+        ({"history": [(1, "a")]}, r"a history query must be a str, got int"),
+        ({"history": [("q", ["a"])]}, r"a history response must be a str, got list"),
+    ],
+)
+def test_make_context_names_wrong_types(tok: QWenTokenizer, kwargs: dict, message: str) -> None:
+    kwargs = {"query": "q", **kwargs}
+    with pytest.raises(InputError, match=message):
+        make_context(tok, kwargs.pop("query"), **kwargs)
+
+
 def test_stop_words(tok: QWenTokenizer, qwen_vl_testdata: Path) -> None:
     expected = VECTORS["stop_words"]
     assert get_stop_words_ids("chatml", tok) == expected["chatml"]
