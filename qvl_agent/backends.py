@@ -40,6 +40,7 @@ class ModelBackend(ABC):
 _IM_START = "<|im_start|>"
 _IM_END = "<|im_end|>"
 _DEFAULT_MAX_NEW_TOKENS = 512
+_UNLIMITED = 2**31 - 1
 
 
 class LocalQwenBackend(ModelBackend):
@@ -129,7 +130,8 @@ class LocalQwenBackend(ModelBackend):
         :class:`GenerationResult`, also kept in ``self.last_result``."""
         context = self.build_context(request)
         self._check_length(context)
-        max_new = request.max_new_tokens or self._default_max_new_tokens()
+        # never generate past the context window (dynamic NTK does not stop a runaway max_new_tokens)
+        max_new = min(request.max_new_tokens or self._default_max_new_tokens(), self._room(context))
         generated: list[int] = []
         emitted = ""
         finish = "stop"
@@ -177,6 +179,11 @@ class LocalQwenBackend(ModelBackend):
     def _default_max_new_tokens(self) -> int:
         config = getattr(self.model, "generation_config", None)
         return getattr(config, "max_new_tokens", None) or _DEFAULT_MAX_NEW_TOKENS
+
+    def _room(self, context: list[int]) -> int:
+        """How many tokens fit after ``context`` in the model's context window."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        return max(limit - len(context), 1) if limit else _UNLIMITED
 
     def _check_length(self, context: list[int]) -> None:
         from qvl_agent.model.errors import ContextLengthError

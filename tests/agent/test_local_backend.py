@@ -108,3 +108,16 @@ def test_prompt_longer_than_the_context_is_a_clear_error(backend: LocalQwenBacke
     with pytest.raises(ContextLengthError, match="8192"):
         backend.generate(GenerationRequest(query="word " * 9000, max_new_tokens=2))
     assert backend.count_tokens("Hello world") == len(backend.tokenizer.encode("Hello world"))
+
+
+def test_max_new_tokens_is_capped_by_the_context_window(
+    backend: LocalQwenBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A huge max_new_tokens (e.g. a client's max_tokens=10**8) stops at the end of the context window
+    instead of generating without bound (dynamic NTK would let the model go on)."""
+    request = GenerationRequest(query="Hello", max_new_tokens=40)  # "Hello" runs to the limit (see above)
+    prompt = len(backend.build_context(request))
+    monkeypatch.setattr(backend.model.config, "max_position_embeddings", prompt + 5)
+    result = backend.generate(request)
+    assert result.completion_tokens == 5 and result.finish_reason == "length"
+    assert "".join(backend.stream(request)) == result.text
