@@ -129,11 +129,16 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--max-objects", type=int, default=3)
+    parser.add_argument("--tower-lr", type=float, help="learning rate of the tower (default --lr)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--spatial-init", action="store_true", help="start from spatial_init.py's weights")
+    parser.add_argument("--resampler-heads", type=int)
     parser.add_argument("--cache", help="torch.save the rendered data here / load it if present")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
     torch.manual_seed(args.seed)
 
     t0 = time.time()
@@ -155,12 +160,21 @@ def main() -> None:
         mlp_ratio=4.0,
         output_dim=args.output_dim,
         n_queries=args.n_queries,
+        resampler_heads=args.resampler_heads,
     )
+    if args.spatial_init:
+        from spatial_init import spatial_init
+
+        spatial_init(tower)
     probe = Probe(args.output_dim)
     if args.mode == "frozen":
         tower.requires_grad_(False)
-    params = [p for p in [*tower.parameters(), *probe.parameters()] if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    tower_lr = args.tower_lr if args.tower_lr is not None else args.lr
+    groups = [{"params": list(probe.parameters()), "lr": args.lr}]
+    if args.mode == "joint":
+        groups.append({"params": list(tower.parameters()), "lr": tower_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / args.warmup))
     g = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
     for step in range(1, args.steps + 1):
@@ -170,9 +184,10 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         if step % args.eval_every == 0 or step == args.steps:
             scores = evaluate(tower, probe, heldout)
-            record = {"step": step, "seconds": round(time.time() - t0), "loss": round(loss.item(), 3)}
+            record = {"step": step, "seconds": round(time.time() - t0, 1), "loss": round(loss.item(), 3)}
             print(json.dumps({**record, **{k: round(v, 3) for k, v in scores.items()}}), flush=True)
 
 

@@ -4,6 +4,7 @@ A stage is ``recipes/demo/configs/STAGE.json``::
 
     {"init": null | "recipes/demo/runs/<previous stage>/final",   # start from scratch or a previous stage
      "model_config": {...},                                          # QWenConfig kwargs (scratch only)
+     "spatial_init": {"alpha": 3.0, "pos_scale": 0.5},              # optional (scratch only), see spatial_init.py
      "mix": {...},                                                   # demo_data.MixSpec fields
      "train": {...},                                                 # TrainConfig fields (lr, max_steps, freeze ...)
      "quick_eval": {"per_task": 16, "tasks": ["grounding", "vqa", "multi-image", "tools"]}}
@@ -65,6 +66,10 @@ class DemoTrainer(Trainer):
 
     def __init__(self, config: TrainConfig, stage: dict[str, Any], resume_from: Path | None) -> None:
         super().__init__(config, resume_from=resume_from, progress=False)
+        if stage.get("spatial_init") and config.model is None and resume_from is None:
+            from spatial_init import spatial_init
+
+            spatial_init(self.model.transformer.visual, **stage["spatial_init"])
         spec = MixSpec(**stage.get("mix", {}))
         self.train_source = ConversationSource(
             synthetic=partial(dense_sample, split="train", seed=config.synthetic_seed, spec=spec)
@@ -109,6 +114,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="override the stage's max_steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
 
     stage = load_stage(args.stage)
     out = Path(args.out) if args.out else HERE / "runs" / stage["name"]
