@@ -15,7 +15,7 @@ OpenAPI schema at ``/openapi.json`` (docs at ``/docs``).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -95,16 +95,7 @@ def create_app(
     app.state.limiter = limiter
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return APIError(
-                413,
-                f"request body is {int(length)} bytes; this server accepts at most {max_body_bytes} bytes",
-                code="request_too_large",
-            ).response()
-        return await call_next(request)
+    app.add_middleware(_BodyLimit, max_body_bytes=max_body_bytes)
 
     async def _auth(request: Request) -> None:
         if api_key is None:
@@ -159,14 +150,41 @@ def create_app(
         dependencies=[Depends(_auth)],
         tags=["openai"],
     )
-    async def chat_completions(body: s.ChatCompletionRequest) -> Any:
+    async def chat_completions(body: s.ChatCompletionRequest, request: Request) -> Any:
         """Chat completion with images, ``functions`` / ``tools`` calling and streaming (OpenAI shapes)."""
         if body.stream:
             events, slot = await service.open_stream(body)
             return _EventStream(events, on_close=slot.close, sep="\n", ping=15)
-        return JSONResponse(await service.complete(body))
+        answer = await service.complete(body, is_disconnected=request.is_disconnected)
+        if answer is None:  # the client went away: its generation was stopped, nobody reads this
+            return Response(status_code=499)
+        return JSONResponse(answer)
 
     return app
+
+
+class _BodyLimit:
+    """Answer 413 to a request whose ``Content-Length`` is over the limit. A plain ASGI middleware (not
+    ``@app.middleware``, whose wrapped ``receive`` hides client disconnects from the routes)."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            length = headers.get(b"content-length", b"").decode("latin-1")
+            if length.isdigit() and int(length) > self.max_body_bytes:
+                response = APIError(
+                    413,
+                    f"request body is {int(length)} bytes; this server accepts at most "
+                    f"{self.max_body_bytes} bytes",
+                    code="request_too_large",
+                ).response()
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _EventStream(EventSourceResponse):

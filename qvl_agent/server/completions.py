@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -246,10 +246,74 @@ class ChatService:
 
     def generate(self, prepared: Prepared) -> Outcome:
         """Blocking: one whole generation."""
+        steps = self._generation(prepared)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value
+
+    def _generation(self, prepared: Prepared) -> Iterator[None]:
+        """One whole generation as a blocking generator that yields between deltas (so a worker running it
+        can stop it there, which closes the model's stream); returns the :class:`Outcome`."""
         if prepared.request.agent is not None:
-            return self._run_agent(prepared)
-        result = self.backend.generate(prepared.generation)
-        return self._outcome(prepared, _with_usage(self.backend, prepared.generation, result))
+            events = self._agent_events(prepared)
+            try:
+                for item in events:
+                    if isinstance(item, Outcome):
+                        return item
+                    yield None
+            finally:
+                events.close()
+            raise RuntimeError("the agent loop ended without an answer")  # pragma: no cover
+        chunks = self.backend.stream(prepared.generation)
+        text, returned = "", None
+        try:
+            while True:
+                try:
+                    delta = next(chunks)
+                except StopIteration as stop:
+                    returned = stop.value
+                    break
+                if isinstance(delta, str):
+                    text += delta
+                yield None
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return self._outcome(prepared, self._final_result(prepared, returned, text))
+
+    def _final_result(self, prepared: Prepared, returned: Any, text: str) -> GenerationResult:
+        """The :class:`GenerationResult` of a streamed generation whose deltas added up to ``text``: the one
+        the backend returned (or kept in ``last_result``) for its finish reason and usage, else counted."""
+        result = returned if isinstance(returned, GenerationResult) else None
+        if result is None:
+            last = getattr(self.backend, "last_result", None)
+            result = last if isinstance(last, GenerationResult) and last.text == text else None
+        result = (result or GenerationResult(text=text)).model_copy(update={"text": text})
+        return _with_usage(self.backend, prepared.generation, result)
+
+    async def _generate_watching(
+        self, prepared: Prepared, is_disconnected: Callable[[], Awaitable[bool]] | None
+    ) -> Outcome | None:
+        """Run :meth:`generate` on a worker thread; None when the client went away (generation stopped)."""
+        worker = ThreadedStream(lambda: self._generation(prepared))
+        worker.start()
+        drained = asyncio.ensure_future(_drain(worker))
+        try:
+            while not drained.done():
+                done, _ = await asyncio.wait({drained}, timeout=_DISCONNECT_POLL_S)
+                if not done and is_disconnected is not None and await is_disconnected():
+                    log.info("client disconnected; stopping its generation")
+                    return None
+            return drained.result()
+        finally:
+            if not drained.done():
+                worker.cancel()
+                drained.cancel()
+                # the slot is given back only once the model has really stopped
+                await asyncio.shield(worker.finished.wait())
 
     @property
     def passthrough(self) -> bool:
@@ -266,8 +330,13 @@ class ChatService:
             raise APIError(400, "agent mode is not available when requests are passed through", param="agent")
         return request.model_dump(exclude_none=True, exclude={"agent", "stream", "stream_options"})
 
-    async def complete(self, request: s.ChatCompletionRequest) -> dict[str, Any]:
-        """Non-streaming completion: the response body."""
+    async def complete(
+        self,
+        request: s.ChatCompletionRequest,
+        is_disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> dict[str, Any] | None:
+        """Non-streaming completion: the response body, or None when ``is_disconnected()`` turned true while
+        generating (the generation is then stopped and its slot freed)."""
         self.check_model(request.model)
         if self.passthrough:
             body = self._forward_body(request)
@@ -280,9 +349,11 @@ class ChatService:
         prepared = await asyncio.to_thread(self.prepare, request)
         async with self.limiter.slot():
             try:
-                outcome = await asyncio.to_thread(self.generate, prepared)
+                outcome = await self._generate_watching(prepared, is_disconnected)
             except Exception as exc:
                 raise from_exception(exc) from None
+        if outcome is None:
+            return None
         message = s.ResponseMessage(content=outcome.content, boxes=outcome.boxes or None)
         if outcome.call is not None:
             if prepared.style == "functions":
@@ -399,11 +470,7 @@ class ChatService:
                             yield chunk(delta_of(event))
                     else:
                         yield chunk(s.Delta(content=delta))
-                result = worker.result if isinstance(worker.result, GenerationResult) else None
-                if result is None:
-                    last = getattr(self.backend, "last_result", None)
-                    result = last if isinstance(last, GenerationResult) and last.text == text else None
-                result = _with_usage(self.backend, prepared.generation, result or GenerationResult(text=text))
+                result = self._final_result(prepared, worker.result, text)
                 outcome = await asyncio.to_thread(self._outcome, prepared, result)
                 if prepared.functions:
                     parsed = ParsedReply(content=outcome.content, function_call=outcome.call)
@@ -488,10 +555,6 @@ class ChatService:
             trace=trace,
         )
 
-    def _run_agent(self, prepared: Prepared) -> Outcome:
-        agent = self._agent(prepared)
-        return self._agent_outcome(agent.run(prepared.messages, **self._agent_gen(prepared)))
-
     def _agent_events(self, prepared: Prepared) -> Iterator[str | Outcome]:
         """Agent mode, streamed: the final answer's text, then the :class:`Outcome`."""
         from qvl_agent.agent import FinalAnswer
@@ -506,6 +569,16 @@ class ChatService:
                     return
         finally:
             events.close()
+
+
+_DISCONNECT_POLL_S = 0.25
+
+
+async def _drain(worker: ThreadedStream) -> Any:
+    """Consume a worker's items; its return value (``StopIteration.value``)."""
+    async for _ in worker:
+        pass
+    return worker.result
 
 
 # -- conversion helpers ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ def test_serve_ui_mounts_the_console_beside_the_api(register_backend, monkeypatc
         assert page.status_code == 200
         assert "gradio" in page.text.lower()
         reply = client.post(
-            "/v1/chat/completions", json={"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
+            "/v1/chat/completions",
+            json={"model": "scripted", "messages": [{"role": "user", "content": "hi"}]},
         )
         assert reply.json()["choices"][0]["message"]["content"] == "hello from the api"

@@ -226,3 +226,22 @@ def test_disconnect_mid_stream_stops_generation_and_frees_the_slot(register_back
     backend.n, backend.delay = 3, 0
     reply = httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": False})
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "w0 w1 w2 "
+
+
+def test_disconnect_during_a_non_streamed_request_stops_generation(register_backend, serve):
+    """A client that gives up on a plain (stream=false) request frees the slot: its generation stops."""
+    backend = SlowBackend(n=500, delay=0.01)
+    register_backend("slow", backend)
+    server = serve(create_app("slow", max_concurrency=1, max_queue=0))
+    body = {"model": "slow", "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", json=body, timeout=0.5)
+    assert backend.closed.wait(5), "generation did not stop after the client went away"
+    deadline = time.monotonic() + 5
+    while httpx.get(server.url + "/health").json()["active"] != 0:
+        assert time.monotonic() < deadline, "the slot was not freed"
+        time.sleep(0.02)
+    assert backend.produced[0] < 200  # stopped long before its 500 words (5 s)
+    backend.n, backend.delay = 3, 0
+    reply = httpx.post(server.url + "/v1/chat/completions", json=body)
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "w0 w1 w2 "
