@@ -2,7 +2,8 @@
 
 Runs the tiny reference config (hidden 128, 2 layers, full 151,936 vocabulary) with random weights, or a
 checkpoint folder given with ``--checkpoint``. Greedy decoding, logits only for the last position (as
-``generate`` does). Ratios are against baselines measured in the same run.
+``generate`` does). Ratios are against baselines measured in the same run: every variant is timed in turn,
+round after round, and the best of ``--repeats`` rounds is kept, so a busy machine skews no ratio.
 
     python benchmarks/bench_generate.py [--lengths 128 512 2048] [--new-tokens 32] [--repeats 3]
 """
@@ -10,7 +11,6 @@ checkpoint folder given with ``--checkpoint``. Greedy decoding, logits only for 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -29,6 +29,9 @@ TINY_CONFIG = dict(
     fp32=True,
     visual=dict(heads=4, image_size=56, layers=2, mlp_ratio=2.6875, output_dim=128, patch_size=14, width=64),
 )
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def build_model(checkpoint: str | None, dtype: torch.dtype) -> QWenLMHeadModel:
@@ -72,9 +75,16 @@ def time_decode(model: QWenLMHeadModel, ids: torch.Tensor, new_tokens: int, use_
     return time.perf_counter() - start
 
 
-def median_time(repeats: int, fn, *args) -> float:
-    fn(*args)  # warm-up
-    return statistics.median(fn(*args) for _ in range(repeats))
+def interleaved_best(repeats: int, runs: dict[str, tuple]) -> dict[str, float]:
+    """Best-of-``repeats`` seconds for each ``name -> (fn, *args)``, the runs taken in turn (A B C A B C ...)
+    so that load changes on a shared machine hit every variant alike; one warm-up round first."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_index in range(repeats + 1):
+        for name, (fn, *args) in runs.items():
+            elapsed = fn(*args)
+            if round_index:
+                times[name].append(elapsed)
+    return {name: min(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -95,23 +105,27 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    models = {name: build_model(args.checkpoint, dtype).to(args.device) for name, dtype in DTYPES.items()}
     results: dict[tuple[int, str], dict[str, float]] = {}
-    for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        model = build_model(args.checkpoint, dtype).to(args.device)
-        for length in args.lengths:
-            ids = torch.randint(0, 151643, (1, length), generator=torch.Generator().manual_seed(length))
-            ids = ids.to(args.device)
-            prefill = median_time(args.repeats, time_prefill, model, ids)
-            cached = median_time(args.repeats, time_decode, model, ids, args.new_tokens, True)
-            uncached = median_time(args.repeats, time_decode, model, ids, args.new_tokens, False)
-            results[length, dtype_name] = {
-                "prefill": length / prefill,
-                "cache": args.new_tokens / cached,
-                "nocache": args.new_tokens / uncached,
+    for length in args.lengths:
+        ids = torch.randint(0, 151643, (1, length), generator=torch.Generator().manual_seed(length))
+        ids = ids.to(args.device)
+        runs: dict[str, tuple] = {}
+        for name, model in models.items():
+            runs[f"{name}.prefill"] = (time_prefill, model, ids)
+            runs[f"{name}.cache"] = (time_decode, model, ids, args.new_tokens, True)
+            runs[f"{name}.nocache"] = (time_decode, model, ids, args.new_tokens, False)
+        best = interleaved_best(args.repeats, runs)
+        for name in models:
+            results[length, name] = {
+                "prefill": length / best[f"{name}.prefill"],
+                "cache": args.new_tokens / best[f"{name}.cache"],
+                "nocache": args.new_tokens / best[f"{name}.nocache"],
             }
 
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens, tok/s"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens, "
+        f"best of {args.repeats}, tok/s"
     )
     header = (
         f"{'prompt':>6} {'dtype':>5} {'prefill':>9} {'decode+cache':>12} {'decode-nocache':>14} "
