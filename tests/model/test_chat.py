@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import torch
@@ -122,8 +123,9 @@ def test_chat_stream_can_be_abandoned(tiny, reference):
     model, tokenizer = tiny
     stream = model.chat_stream(tokenizer, reference["turn1"]["query"], max_new_tokens=200)
     first = next(stream)
-    stream.close()  # stops the generation thread
+    stream.close()  # stops the generation thread (joined before close returns)
     assert first
+    assert not [t for t in threading.enumerate() if t.name == "qwen-generate" and t.is_alive()]
 
 
 def test_chat_rejects_stream_flag(tiny):
