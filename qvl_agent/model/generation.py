@@ -65,8 +65,8 @@ class _TokenQueue(BaseStreamer):
         if not self.prompt_seen:
             self.prompt_seen = True
             return
-        for token in value.reshape(-1).tolist():
-            self.queue.put(int(token))
+        # one new token per row; a batch is streamed by its first row only
+        self.queue.put(int(value.reshape(value.shape[0], -1)[0, -1]))
 
     def end(self) -> None:
         pass  # the worker thread puts the end marker, also when generate raises

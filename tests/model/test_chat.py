@@ -144,3 +144,13 @@ def test_chat_accepts_a_tuple_history_and_names_bad_queries(tiny):
         model.chat(tokenizer, [{"text": "hi"}])
     with pytest.raises(InputError, match="query must be a str"):
         next(model.chat_stream(tokenizer, None))
+
+
+def test_stream_token_ids_follows_the_first_row_of_a_batch(tiny, reference):
+    model, _ = tiny
+    context = reference["turn1"]["context_tokens"]
+    batch = torch.tensor([context, [EOS] * 5 + context[5:]])
+    kwargs = {"max_new_tokens": 5, "do_sample": False, "eos_token_id": EOS, "pad_token_id": EOS}
+    expected = model.generate(batch, attention_mask=torch.ones_like(batch), **kwargs)[0, len(context) :]
+    streamed = list(model.stream_token_ids(batch, attention_mask=torch.ones_like(batch), **kwargs))
+    assert streamed == expected.tolist()
