@@ -10,7 +10,7 @@ import pytest
 
 from qvl_agent.model.loading import demo_checkpoint_dir
 
-pytestmark = pytest.mark.skipif(
+needs_weights = pytest.mark.skipif(
     not (demo_checkpoint_dir() / "model.safetensors").is_file(),
     reason="no demo weights in qvl_agent/assets/demo (train them with recipes/demo)",
 )
@@ -35,11 +35,13 @@ def heldout():
     return evaluate.synthetic_items(40, seed=0)
 
 
+@needs_weights
 def test_demo_model_is_small_package_data():
     size = sum(f.stat().st_size for f in demo_checkpoint_dir().iterdir() if f.is_file())
     assert size <= 20 * 1024 * 1024
 
 
+@needs_weights
 @interim
 def test_grounds_a_heldout_object(backend, heldout):
     from qvl_agent.training import evaluate
@@ -52,6 +54,7 @@ def test_grounds_a_heldout_object(backend, heldout):
     assert iou(boxes[0][1], extract_boxes(item.expected)[0][1]) >= 0.5, (result.prediction, item.expected)
 
 
+@needs_weights
 @interim
 def test_calls_the_right_tool_with_valid_arguments(backend, heldout):
     from qvl_agent.training import evaluate
@@ -62,3 +65,36 @@ def test_calls_the_right_tool_with_valid_arguments(backend, heldout):
     assert result.tool["valid_format"], result.prediction
     assert result.tool["right_tool"], result.prediction
     assert result.tool["right_arguments"], (result.prediction, item.expected)
+
+
+@pytest.mark.parametrize("span", [16, 64, 256])
+def test_tokenizer_image_span_is_configurable_and_saved(span, tmp_path):
+    """A small model with fewer resampler queries needs a shorter ``<img>`` span (default: 256 slots)."""
+    from qvl_agent.data.vocab import default_vocab_path
+    from qvl_agent.model.errors import InputError
+    from qvl_agent.model.tokenization_qwen import QWenTokenizer
+
+    tokenizer = QWenTokenizer(str(default_vocab_path()), image_span=span)
+    text = "Picture 1: <img>a.png</img>\nFind the red circle."
+    ids = tokenizer.encode(text)
+    start, end = ids.index(tokenizer.img_start_id), ids.index(tokenizer.img_end_id)
+    assert end - start - 1 == span
+    assert ids[start + 1 : start + 6] == list(b"a.png")
+    assert ids[start + 6 : end] == [tokenizer.img_pad_id] * (span - 5)
+    assert tokenizer.decode(ids) == text
+
+    tokenizer.save_pretrained(tmp_path)
+    assert QWenTokenizer.from_pretrained(tmp_path).encode(text) == ids
+    with pytest.raises(InputError, match=f"at most {span}"):
+        tokenizer.encode("<img>" + "p" * (span + 1) + "</img>")
+
+
+def test_tokenizer_image_span_default_and_bad_values():
+    from qvl_agent.data.vocab import default_vocab_path
+    from qvl_agent.model.errors import InputError
+    from qvl_agent.model.tokenization_qwen import IMG_TOKEN_SPAN, QWenTokenizer
+
+    assert QWenTokenizer(str(default_vocab_path())).image_span == IMG_TOKEN_SPAN == 256
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InputError, match="image_span"):
+            QWenTokenizer(str(default_vocab_path()), image_span=bad)

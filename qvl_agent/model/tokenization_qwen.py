@@ -6,9 +6,11 @@ reproducing its ids, pieces, decoding and grounding helpers exactly (see the ref
 line, conventionally ``qwen.tiktoken``); the special tokens always follow the ranks, so a smaller demo
 vocabulary in the same format gets its specials at ``len(ranks) + i``.
 
-Image spans: ``<img>PATH</img>`` becomes exactly ``IMG_TOKEN_SPAN + 2`` ids: ``<img>``, the raw UTF-8 bytes of
-PATH used directly as ids 0-255, ``<imgpad>`` padding up to ``IMG_TOKEN_SPAN`` slots, and ``</img>``. The model
-overwrites the slots with image features; decoding reads the path back from the byte ids.
+Image spans: ``<img>PATH</img>`` becomes exactly ``image_span + 2`` ids: ``<img>``, the raw UTF-8 bytes of
+PATH used directly as ids 0-255, ``<imgpad>`` padding up to ``image_span`` slots, and ``</img>``. The model
+overwrites the slots with image features; decoding reads the path back from the byte ids. ``image_span`` is
+``IMG_TOKEN_SPAN`` (256, the released models' number of image queries) unless the tokenizer is built with
+another value (saved in ``tokenizer_config.json``), for small models with fewer resampler queries.
 """
 
 from __future__ import annotations
@@ -154,8 +156,12 @@ class QWenTokenizer(PreTrainedTokenizer):
         box_end_tag: str = BOX_END,
         quad_start_tag: str = QUAD_START,
         quad_end_tag: str = QUAD_END,
+        image_span: int = IMG_TOKEN_SPAN,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(image_span, int) or isinstance(image_span, bool) or image_span < 1:
+            raise InputError(f"image_span must be a positive integer, got {image_span!r}")
+        self.image_span = image_span
         self.errors = errors  # how undecodable bytes are handled by decode()
         self.image_start_tag = image_start_tag
         self.image_end_tag = image_end_tag
@@ -231,6 +237,7 @@ class QWenTokenizer(PreTrainedTokenizer):
             box_end_tag=box_end_tag,
             quad_start_tag=quad_start_tag,
             quad_end_tag=quad_end_tag,
+            image_span=image_span,
             **kwargs,
         )
 
@@ -365,15 +372,15 @@ class QWenTokenizer(PreTrainedTokenizer):
                     "an image span may only hold a path or URL"
                 )
         path_bytes = b"".join(inner)  # type: ignore[arg-type]
-        if len(path_bytes) > IMG_TOKEN_SPAN:
+        if len(path_bytes) > self.image_span:
             raise InputError(
                 f"The content in {self.image_start_tag}..{self.image_end_tag} is too long: {len(path_bytes)} bytes, "
-                f"at most {IMG_TOKEN_SPAN}. For a data URL, long URL or in-memory picture, write a short reference "
+                f"at most {self.image_span}. For a data URL, long URL or in-memory picture, write a short reference "
                 "inside the tags and pass the picture beside the text (images=[...])"
             )
         # Quirk kept from the original: each byte value b is stored as id b (not the BPE id of the byte).
         pieces: list[Token] = [self.decoder[b] for b in path_bytes]
-        pieces.extend([self.image_pad_tag] * (IMG_TOKEN_SPAN - len(pieces)))
+        pieces.extend([self.image_pad_tag] * (self.image_span - len(pieces)))
         return [self.image_start_tag, *pieces, self.image_end_tag]
 
     def _tokenize(self, text: str, **kwargs: Any) -> list[Token]:
@@ -405,7 +412,7 @@ class QWenTokenizer(PreTrainedTokenizer):
         if self.img_pad_id not in inner:
             raise InputError(
                 f"cannot decode image span: no {self.image_pad_tag} (id {self.img_pad_id}) marks the end of the "
-                f"path (a path of exactly {IMG_TOKEN_SPAN} bytes fills the span and cannot be read back)"
+                f"path (a path of exactly {self.image_span} bytes fills the span and cannot be read back)"
             )
         path_ids = inner[: inner.index(self.img_pad_id)]
         if any(not 0 <= i < 256 for i in path_ids):

@@ -37,6 +37,9 @@ def export(checkpoint: Path, out: Path = ASSETS, dtype: str = "float16", note: d
     config.pop("dtype", None)
     config.pop("torch_dtype", None)
     generation = json.loads((checkpoint / "generation_config.json").read_text())
+    # transformers rebuilds a generation config marked "_from_model_config" from the model config, which
+    # drops chat_format / max_window_size (model.chat then fails): the shipped one is a real, standalone file.
+    generation.pop("_from_model_config", None)
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
