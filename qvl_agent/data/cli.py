@@ -28,8 +28,16 @@ def data() -> None:
 
 @data.command("generate")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--n", "n", type=int, default=1000, show_default=True, help="Training samples.")
-@click.option("--n-heldout", type=int, default=200, show_default=True, help="Held-out samples (0: none).")
+@click.option(
+    "--n", "n", type=click.IntRange(min=0), default=1000, show_default=True, help="Training samples."
+)
+@click.option(
+    "--n-heldout",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Held-out samples (0: none).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--config", help="DataConfig fields as JSON or a .json file.")
 def generate(out: str, n: int, n_heldout: int, seed: int, config: str | None) -> None:
@@ -37,6 +45,8 @@ def generate(out: str, n: int, n_heldout: int, seed: int, config: str | None) ->
     from qvl_agent.data.synthetic import write_dataset
 
     data_config = _config(config)
+    if n == 0 and n_heldout == 0:
+        raise click.UsageError("nothing to generate: --n and --n-heldout are both 0")
     for split, count in (("train", n), ("heldout", n_heldout)):
         if count > 0:
             path = write_dataset(out, count, split, seed, data_config, progress=True)
@@ -60,9 +70,22 @@ def check(path: str) -> None:
 
 @data.command("vocab")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Ranks file to write.")
-@click.option("--n", "n", type=int, default=20000, show_default=True, help="Synthetic samples to learn from.")
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=20000,
+    show_default=True,
+    help="Synthetic samples to learn from.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--vocab-size", type=int, default=3000, show_default=True, help="Upper bound on ranks.")
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(min=257),
+    default=3000,
+    show_default=True,
+    help="Upper bound on ranks.",
+)
 @click.option("--config", help="DataConfig fields as JSON or a .json file.")
 def vocab(out: str, n: int, seed: int, vocab_size: int, config: str | None) -> None:
     """Train a small byte-level BPE vocabulary (qwen.tiktoken format) on synthetic conversations."""

@@ -25,6 +25,11 @@ def _json_option(value: str | None, what: str) -> dict[str, Any] | None:
     return data
 
 
+def _absolute(path: str | None) -> str | None:
+    """An existing path made absolute, so ``--resume`` works from any folder (others are left for the checks)."""
+    return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+
 @click.command("train")
 @click.option("--model", "model", type=click.Path(), help="Checkpoint directory to fine-tune.")
 @click.option(
@@ -40,23 +45,33 @@ def _json_option(value: str | None, what: str) -> dict[str, Any] | None:
 @click.option("--synthetic", help="Synthetic DataConfig fields as JSON or a .json file.")
 @click.option("--synthetic-seed", type=int, default=0, show_default=True)
 @click.option(
-    "--eval-samples", type=int, default=32, show_default=True, help="Held-out synthetic conversations."
+    "--eval-samples",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Held-out synthetic conversations.",
 )
 @click.option(
     "-o", "--output-dir", required=True, type=click.Path(), help="Where checkpoints and log.jsonl go."
 )
-@click.option("--max-steps", type=int, default=None, help="Optimizer steps in total (default 100).")
-@click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option(
-    "--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step."
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps in total (default 100)."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--grad-accum",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Micro-batches per optimizer step.",
 )
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option(
     "--visual-lr-scale", type=float, default=1.0, show_default=True, help="LR multiplier, vision side."
 )
-@click.option("--warmup-steps", type=int, default=10, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--max-length", type=int, default=2048, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=16), default=2048, show_default=True)
 @click.option(
     "--freeze",
     multiple=True,
@@ -64,14 +79,16 @@ def _json_option(value: str | None, what: str) -> dict[str, Any] | None:
     help="Freeze a part (repeatable).",
 )
 @click.option("--lora/--full", default=False, help="LoRA adapters on the LM (peft) or full fine-tuning.")
-@click.option("--lora-r", type=int, default=8, show_default=True)
-@click.option("--lora-alpha", type=int, default=16, show_default=True)
+@click.option("--lora-r", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--lora-alpha", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
-    "--no-merge", is_flag=True, help="With --lora: keep final/ as base + adapter instead of merging."
+    "--no-merge",
+    is_flag=True,
+    help="With --lora: final/ holds only the adapter (qvl-agent eval merges it into its base on load).",
 )
-@click.option("--log-every", type=int, default=10, show_default=True)
-@click.option("--eval-every", type=int, default=50, show_default=True)
-@click.option("--save-every", type=int, default=50, show_default=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--save-every", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:1 …"
@@ -110,15 +127,15 @@ def train(**opts: Any) -> None:
         else:
             config = TrainConfig(
                 output_dir=opts["output_dir"],
-                model=opts["model"],
+                model=_absolute(opts["model"]),
                 model_config=_json_option(opts["model_config"], "--config"),
-                vocab_file=opts["vocab_file"],
-                data=opts["data"],
-                eval_data=opts["eval_data"],
+                vocab_file=_absolute(opts["vocab_file"]),
+                data=_absolute(opts["data"]),
+                eval_data=_absolute(opts["eval_data"]),
                 synthetic=_json_option(opts["synthetic"], "--synthetic") or {},
                 synthetic_seed=opts["synthetic_seed"],
                 eval_samples=opts["eval_samples"],
-                max_steps=opts["max_steps"] or 100,
+                max_steps=100 if opts["max_steps"] is None else opts["max_steps"],
                 batch_size=opts["batch_size"],
                 grad_accum=opts["grad_accum"],
                 lr=opts["lr"],

@@ -15,6 +15,14 @@ def resolve_backend(spec: str) -> Any:
     """A ModelBackend for ``demo``, a checkpoint directory, or an OpenAI-compatible server URL."""
     if spec.startswith(("http://", "https://")):
         spec = "openai+" + spec
+    from qvl_agent.training.trainer import is_adapter_folder
+
+    if is_adapter_folder(spec):  # final/ of ``train --lora --no-merge``: merged into its base here
+        from qvl_agent.backends import LocalQwenBackend
+        from qvl_agent.training.trainer import load_adapter
+
+        model, tokenizer = load_adapter(spec)
+        return LocalQwenBackend(model, tokenizer, name=spec)
     try:
         from qvl_agent.plugins import resolve_model
     except ImportError:  # plugin system not available: local checkpoints only
@@ -55,14 +63,18 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
     default="all",
     show_default=True,
 )
-@click.option("--limit", type=int, default=None, help="At most N questions per task.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N questions per task.")
 @click.option(
     "--data",
     type=click.Path(),
     help="Qwen-VL JSON/JSONL, RefCOCO-style or VQA JSONL. Default: synthetic held-out.",
 )
 @click.option(
-    "--n-samples", type=int, default=200, show_default=True, help="Held-out synthetic conversations."
+    "--n-samples",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Held-out synthetic conversations.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Synthetic data seed.")
 @click.option("--synthetic", help="Synthetic DataConfig fields as JSON or a .json file.")
@@ -72,7 +84,7 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
 @click.option(
     "--train-log", type=click.Path(exists=True, dir_okay=False), help="log.jsonl to plot a learning curve."
 )
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(**opts: Any) -> None:
     """Evaluate a model on the held-out synthetic split (or your data) and print a table of scores."""
@@ -82,6 +94,12 @@ def eval_command(**opts: Any) -> None:
     from qvl_agent.training import evaluate
     from qvl_agent.training.report import save_report
 
+    try:
+        opts["grounding_prompt"].format(sent="x")
+    except (KeyError, IndexError, ValueError):
+        raise click.BadParameter(
+            "may only contain the placeholder {sent}", param_hint="--grounding-prompt"
+        ) from None
     try:
         if opts["data"]:
             items = evaluate.items_from_file(opts["data"], opts["grounding_prompt"])
@@ -98,7 +116,13 @@ def eval_command(**opts: Any) -> None:
         backend = resolve_backend(opts["model_spec"])
         results = []
         for item in tqdm(items, desc="eval", unit="q", disable=opts["quiet"], dynamic_ncols=True):
-            results.append(evaluate.run_item(backend, item, max_new_tokens=opts["max_new_tokens"]))
+            try:
+                results.append(evaluate.run_item(backend, item, max_new_tokens=opts["max_new_tokens"]))
+            except Exception as exc:  # a model or server failure: one line naming the question
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise click.ClickException(
+                    f"question {item.id} ({item.task}): the model failed: {type(exc).__name__}: {first}"
+                ) from None
     except (DataFormatError, InputError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
 

@@ -17,6 +17,7 @@ Besides the synthetic format it reads RefCOCO-style grounding JSONL (``image``, 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +291,19 @@ def select(items: list[EvalItem], task: str, limit: int | None) -> list[EvalItem
     return out
 
 
+def _picture_asked_about(item: EvalItem) -> int:
+    """Index into ``item.images`` of the picture a grounding question is about.
+
+    The question's own text after its ``<img>`` header names it as ``Picture N`` ("Find the red star in
+    Picture 1."); otherwise it is the most recent picture.
+    """
+    question = item.query.rsplit("</img>", 1)[-1]
+    named = re.findall(r"\bPicture (\d+)\b", question)
+    if named and 1 <= int(named[-1]) <= len(item.images):
+        return int(named[-1]) - 1
+    return len(item.images) - 1
+
+
 def sample_boxes(items: list[EvalItem], results: list[ItemResult], k: int = 4) -> list[dict[str, Any]]:
     """Up to ``k`` grounding examples: picture, reference and predicted boxes in [0,1000), IoU."""
     examples, seen = [], set()
@@ -308,7 +322,7 @@ def sample_boxes(items: list[EvalItem], results: list[ItemResult], k: int = 4) -
         pred = extract_boxes(result.prediction)
         examples.append(
             {
-                "image": _open(item.images[-1]),
+                "image": _open(item.images[_picture_asked_about(item)]),
                 "label": extract_boxes(item.expected)[0][0] or item.id,
                 "true": true,
                 "pred": pred[0][1] if pred else None,

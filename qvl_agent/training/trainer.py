@@ -88,6 +88,13 @@ class TrainConfig:
             raise InputError(f"cannot freeze {bad}; choose from {list(FREEZABLE)}")
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise InputError("max_steps, batch_size and grad_accum must be >= 1")
+        small = [
+            name
+            for name in ("log_every", "eval_every", "save_every", "save_total_limit", "lora_r", "max_length")
+            if getattr(self, name) < 1
+        ]
+        if small:
+            raise InputError(f"{', '.join(small)} must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,10 +185,58 @@ def build_model(config: TrainConfig):
         )
     visual["image_start_id"] = tokenizer.img_start_id
     kwargs["visual"] = visual
+    model_config = QWenConfig(**kwargs)
+    check_memory(model_config, config)
     torch.manual_seed(config.seed)
-    model = QWenLMHeadModel(QWenConfig(**kwargs))
+    model = QWenLMHeadModel(model_config)
     chat_generation_config(model, tokenizer)
     return model, tokenizer
+
+
+def count_parameters(model_config: Any) -> int:
+    """Parameters of a ``QWenConfig``'s model, counted without allocating it (meta device)."""
+    from qvl_agent.model.modeling_qwen import QWenLMHeadModel
+
+    state = torch.get_rng_state()
+    try:
+        with torch.device("meta"):
+            model = QWenLMHeadModel(model_config)
+    finally:
+        torch.set_rng_state(state)
+    return sum(p.numel() for p in model.parameters())
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for training on ``device`` (CUDA: free GPU memory; CPU: Linux ``MemAvailable``), or None."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(model_config: Any, config: TrainConfig) -> None:
+    """Refuse a from-scratch config whose weights, gradients and Adam moments cannot fit in memory.
+
+    An empty ``--config {}`` means the full-size Qwen-VL (billions of parameters): without this check the
+    process would be killed by the operating system with no message.
+    """
+    try:
+        n = count_parameters(model_config)
+    except Exception:  # a config the meta device cannot build: the real build reports the problem
+        return
+    need = 4 * n * torch.tensor([], dtype=getattr(torch, config.dtype)).element_size()
+    free = available_memory(_device(config.device))
+    if free is not None and need > free:
+        raise InputError(
+            f"the --config model has {n / 1e6:,.0f}M parameters and needs about {need / 2**30:.1f} GiB to train "
+            f"(weights, gradients, optimizer), but only {free / 2**30:.1f} GiB is free; give a smaller config "
+            "(hidden_size, num_hidden_layers, visual width/layers; an empty {} is the full-size Qwen-VL)"
+        )
 
 
 def chat_generation_config(model: torch.nn.Module, tokenizer) -> None:
@@ -456,6 +511,8 @@ class Trainer:
             model = self.model.merge_and_unload()
         model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+        if self.config.lora and not self.config.merge_lora:
+            _pin_adapter_base(path, self.config)
         return path
 
     def _load_weights(self, path: Path) -> None:
@@ -486,6 +543,47 @@ class Trainer:
         random.setstate(state["rng"]["python"])
 
 
+def _pin_adapter_base(path: Path, config: TrainConfig) -> None:
+    """Point an adapter folder's ``base_model_name_or_path`` at the base checkpoint's absolute path."""
+    file = path / "adapter_config.json"
+    if config.model is None or not file.is_file():
+        return
+    data = json.loads(file.read_text(encoding="utf-8"))
+    data["base_model_name_or_path"] = str(Path(config.model).resolve())
+    file.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def is_adapter_folder(path: str | Path) -> bool:
+    """True for a LoRA adapter folder (``adapter_config.json``, no ``config.json``): ``final/`` of ``--no-merge``."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def load_adapter(path: str | Path):
+    """``(model, tokenizer)`` of a LoRA adapter folder merged into its base checkpoint (eval mode).
+
+    The base is ``base_model_name_or_path`` of ``adapter_config.json`` (absolute, or relative to the working
+    directory or to the adapter folder).
+    """
+    from peft import PeftModel
+
+    from qvl_agent.model import load_model
+
+    path = Path(path)
+    try:
+        base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))[
+            "base_model_name_or_path"
+        ]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not a readable LoRA adapter folder ({exc})") from None
+    candidates = [Path(base)] if Path(base).is_absolute() else [Path(base), path / base]
+    found = next((c for c in candidates if (c / "config.json").is_file()), None)
+    if found is None:
+        raise InputError(f"{path}: the adapter's base checkpoint {base!r} is not a checkpoint folder here")
+    model, tokenizer = load_model(str(found))
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval(), tokenizer
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The ``checkpoint-N`` folder with the highest N, or None."""
     found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_FILE).exists()]
@@ -494,7 +592,10 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 def resume_config(checkpoint: str | Path, **overrides: Any) -> TrainConfig:
     """The :class:`TrainConfig` saved in a checkpoint, with ``overrides`` (e.g. a larger ``max_steps``)."""
-    state = torch.load(Path(checkpoint) / STATE_FILE, weights_only=False)
+    file = Path(checkpoint) / STATE_FILE
+    if not file.is_file():
+        raise InputError(f"{checkpoint} is not a training checkpoint (no {STATE_FILE} in it)")
+    state = torch.load(file, weights_only=False)
     data = {**state["config"], **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**data)
 

@@ -160,6 +160,40 @@ def test_lora_adapters_save_load_and_merge(tmp_path, data_file):
         assert not torch.allclose(base_plain.eval()(**batch).logits, adapted, atol=1e-4)
 
 
+def test_unmerged_lora_final_is_loadable_by_eval_from_anywhere(tmp_path, data_file, monkeypatch):
+    """``--lora --no-merge``: final/ holds only the adapter; ``qvl-agent eval`` merges it into its base, even
+    when the base was given as a relative path and eval runs from another folder."""
+    from qvl_agent.training.eval_cli import resolve_backend
+    from qvl_agent.training.trainer import is_adapter_folder
+
+    Trainer(config(tmp_path / "base", data_file, max_steps=1), progress=False).train()
+    monkeypatch.chdir(tmp_path)
+    lora = Trainer(
+        config(
+            tmp_path / "lora",
+            data_file,
+            model="base/run/final",  # relative to the working directory
+            model_config=None,
+            lora=True,
+            merge_lora=False,
+            max_steps=2,
+        ),
+        progress=False,
+    )
+    lora.train()
+    final = tmp_path / "lora" / "run" / "final"
+    assert is_adapter_folder(final) and not (final / "model.safetensors").exists()
+
+    batch = lora.make_batch(lora.train_source, [0, 1])
+    batch.pop("labels")
+    with torch.no_grad():
+        adapted = lora.model.eval()(**batch).logits
+    monkeypatch.chdir(tmp_path / "lora")  # elsewhere: "base/run/final" no longer resolves from here
+    backend = resolve_backend(str(final))
+    with torch.no_grad():
+        torch.testing.assert_close(backend.model(**batch).logits, adapted, rtol=1e-4, atol=1e-5)
+
+
 def test_bad_settings_are_rejected(tmp_path):
     from qvl_agent.model.errors import InputError
 
