@@ -39,6 +39,7 @@ from qvl_agent.messages import (
     FunctionSpec,
     GenerationRequest,
     GenerationResult,
+    ImageLimits,
     ImagePart,
     Message,
     ResponseContext,
@@ -201,6 +202,8 @@ class Agent:
     :param protocol: the function-calling protocol (name or object); ``"react"`` is Qwen-VL's own.
     :param system: a system message put first when the conversation has none.
     :param max_steps: the most model calls one run may make.
+    :param image_limits: the policy for loading pictures (sizes, local folders, http): image paths/URLs given to
+        the run, and ``<img>PATH</img>`` written in message text. None: the library defaults (any local file).
     """
 
     def __init__(
@@ -210,6 +213,7 @@ class Agent:
         protocol: str | FunctionCallProtocol = "react",
         system: str | None = None,
         max_steps: int = 5,
+        image_limits: ImageLimits | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -218,6 +222,7 @@ class Agent:
         self.protocol = _resolve_protocol(protocol)
         self.system = system
         self.max_steps = max_steps
+        self.image_limits = image_limits
 
     @property
     def functions(self) -> list[FunctionSpec] | None:
@@ -344,7 +349,7 @@ class Agent:
             messages[users[-1]] = last.model_copy(update={"content": parts})
         if self.system is not None and messages[0].role != "system":
             messages.insert(0, Message(role="system", content=self.system))
-        return [_resolve_images(m) for m in messages]
+        return [_resolve_images(m, self.image_limits) for m in messages]
 
     def _request(
         self, messages: list[Message], functions: list[FunctionSpec] | None, gen: dict[str, Any]
@@ -355,6 +360,8 @@ class Agent:
             if word not in stops:
                 stops.append(word)
         settings = {k: v for k, v in gen.items() if k != "stop" and v is not None}
+        if self.image_limits is not None:
+            settings["image_limits"] = self.image_limits
         return request.model_copy(update={"stop": stops, **settings})
 
     def _call_tool(self, call: FunctionCall, messages: list[Message]) -> tuple[str, list[Image.Image], bool]:
@@ -464,7 +471,7 @@ def _image_part(image: ImageInput) -> ImagePart:
     raise TypeError(f"an image must be a path, URL or PIL image, got {type(image).__name__}")
 
 
-def _resolve_images(message: Message) -> Message:
+def _resolve_images(message: Message, limits: ImageLimits | None = None) -> Message:
     """Fetch (through the ``fetch_image`` plugins) every picture of ``message`` not decoded yet."""
     if not any(part.image is None for part in message.images()):
         return message
@@ -475,6 +482,6 @@ def _resolve_images(message: Message) -> Message:
         if isinstance(part, ImagePart) and part.image is None:
             if not part.url:
                 raise ValueError("an image part has neither a url nor an image")
-            part = part.model_copy(update={"image": plugins.fetch_image(part.url)})
+            part = part.model_copy(update={"image": plugins.fetch_image(part.url, limits)})
         parts.append(part)
     return message.model_copy(update={"content": parts})

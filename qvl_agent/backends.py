@@ -8,6 +8,7 @@ embedded demo model and a remote OpenAI-compatible upstream.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -210,9 +211,35 @@ class LocalQwenBackend(ModelBackend):
             torch.manual_seed(request.seed)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([context], dtype=torch.long, device=device)
-        if request.images:
-            kwargs["images"] = list(request.images)
+        images = self._span_images(context, request)
+        if images:
+            kwargs["images"] = images
         return self.model.stream_token_ids(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+
+    def _span_images(self, context: list[int], request: GenerationRequest) -> list[Any]:
+        """One picture per ``<img>`` span of ``context``: the protocol's pictures (``image-N`` references to
+        ``request.images``), and, under ``request.image_limits``, the paths/URLs written in the text itself."""
+        images = list(request.images)
+        if request.image_limits is None:
+            return images  # the model matches them to the spans, or loads the references (no pictures given)
+        import torch
+
+        from qvl_agent import plugins
+        from qvl_agent.model.modeling_qwen import find_image_spans, image_reference
+
+        start_id = self.model.config.image_start_id
+        spans = find_image_spans(torch.tensor([context]), start_id, self.model.transformer.visual.n_queries)
+        if len(spans) == len(images):
+            return images  # every span is one of the protocol's pictures
+        out: list[Any] = []
+        for _, start, end in spans:
+            reference = image_reference(context[start + 1 : end], start_id + 2)
+            picture = re.fullmatch(r"image-(\d+)", reference)
+            if picture and 1 <= int(picture.group(1)) <= len(images):
+                out.append(images[int(picture.group(1)) - 1])
+            else:
+                out.append(plugins.fetch_image(reference, request.image_limits))
+        return out
 
     def _generation_kwargs(self, request: GenerationRequest, max_new_tokens: int) -> dict[str, Any]:
         import copy

@@ -163,6 +163,10 @@ class GenerationRequest(BaseModel):
     ``images`` are matched, in order, to the ``<img>…</img>`` spans found in ``history`` then ``query``;
     the text inside a span is only a reference (a short name), so any image source works.
     ``query=None`` asks to continue the last history turn's assistant text (completion mode).
+    ``image_limits``, when set, is the policy for any other ``<img>PATH-or-URL</img>`` written in the text
+    itself (the original Qwen-VL way of attaching pictures): such references are loaded through the
+    ``fetch_image`` plugins under these limits. A server sets it, so that text cannot reach files or hosts
+    its image settings forbid; None keeps the original behaviour (the model loads the reference itself).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -177,6 +181,7 @@ class GenerationRequest(BaseModel):
     top_p: float | None = None
     top_k: int | None = None
     seed: int | None = None
+    image_limits: ImageLimits | None = Field(default=None, exclude=True, repr=False)
 
 
 class GenerationResult(BaseModel):

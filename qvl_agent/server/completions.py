@@ -162,6 +162,8 @@ class ChatService:
                 "temperature": request.temperature,
                 "top_p": request.top_p,
                 "seed": request.seed,
+                # <img>PATH-or-URL</img> typed in the text obeys the server's image settings too
+                "image_limits": self.image_limits,
             }
         )
         return Prepared(request, messages, functions, style, generation, prefix, pictures)
@@ -514,7 +516,11 @@ class ChatService:
         assert options is not None
         try:
             return Agent(
-                model=self.backend, tools=options.tools, protocol=self.protocol, max_steps=options.max_steps
+                model=self.backend,
+                tools=options.tools,
+                protocol=self.protocol,
+                max_steps=options.max_steps,
+                image_limits=self.image_limits,
             )
         except ValueError as exc:
             raise APIError(400, str(exc), param="agent.tools", code="unknown_tool") from None

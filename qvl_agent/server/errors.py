@@ -101,6 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         param = _param_of(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
+            param = None  # the location is a character offset, not a field
             message = (
                 f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
             )

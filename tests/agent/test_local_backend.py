@@ -121,3 +121,19 @@ def test_max_new_tokens_is_capped_by_the_context_window(
     result = backend.generate(request)
     assert result.completion_tokens == 5 and result.finish_reason == "length"
     assert "".join(backend.stream(request)) == result.text
+
+
+def test_agent_image_limits_cover_img_tags_written_in_text(
+    backend: LocalQwenBackend, tiny_checkpoint: Path
+) -> None:
+    from qvl_agent.agent import Agent
+    from qvl_agent.messages import ImageLimits
+    from qvl_agent.model.errors import ImageLoadError
+
+    text = f"Picture 1: <img>{tiny_checkpoint / 'images' / 'img_a.png'}</img>\nWhat is this?"
+    locked = Agent(model=backend, image_limits=ImageLimits(allow_local=False))
+    with pytest.raises(ImageLoadError, match="not allowed"):
+        locked.run(text, max_new_tokens=2)
+    folder = ImageLimits(allowed_dirs=[str(tiny_checkpoint / "images")])
+    answer = Agent(model=backend, image_limits=folder).run(text, max_new_tokens=3, temperature=0)
+    assert answer.text == Agent(model=backend).run(text, max_new_tokens=3, temperature=0).text

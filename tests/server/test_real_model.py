@@ -94,3 +94,46 @@ def test_real_model_with_an_image(real_server):
     assert reply.usage.prompt_tokens == expected
     assert expected > 256  # the picture's 256 embeddings are part of the prompt
     assert reply.usage.completion_tokens >= 1
+
+
+def test_img_tags_typed_in_text_obey_the_image_settings(
+    real_server, tiny_checkpoint: Path, running_server_class
+):
+    """``<img>PATH</img>`` written in the text (the original Qwen-VL way) must not let a client read files
+    the server does not expose: it is loaded through the fetchers under the server's image settings."""
+    client, backend = real_server
+    picture = tiny_checkpoint / "images" / "img_a.png"
+    text = f"Picture 1: <img>{picture}</img>\nWhat is this?"
+    with pytest.raises(openai.BadRequestError, match="not allowed"):  # this server allows no local files
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": text}], max_tokens=2
+        )
+
+    app = create_app(
+        backend, model_name="tiny", allow_local_images=True, image_dirs=[str(tiny_checkpoint / "images")]
+    )
+    server = running_server_class(app).start()
+    try:
+        local = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        reply = local.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": text}], max_tokens=4, temperature=0
+        )
+        direct = backend.generate(GenerationRequest(query=text, max_new_tokens=4, temperature=0))
+        assert reply.choices[0].message.content == direct.text  # same picture as the model loading it itself
+        outside = f"Picture 1: <img>{tiny_checkpoint / 'config.json'}</img>\nWhat is this?"
+        with pytest.raises(openai.BadRequestError, match="outside the allowed directories"):
+            local.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": outside}], max_tokens=2
+            )
+        # a picture part and a typed <img> tag in one message: each span gets its own picture
+        data = base64.b64encode((tiny_checkpoint / "images" / "img_b.png").read_bytes()).decode()
+        mixed = [
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
+            {"type": "text", "text": text},
+        ]
+        reply = local.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": mixed}], max_tokens=2, temperature=0
+        )
+        assert reply.choices[0].finish_reason in ("stop", "length")
+    finally:
+        server.stop()
