@@ -26,7 +26,7 @@ from qvl_agent.model.errors import ContextLengthError, InputError
 from qvl_agent.model.generation import QWenChatMixin
 from qvl_agent.model.visual import QWenVisionTransformer
 
-IMAGE_SPAN = 256  # slots between <img> and </img>: path bytes, then <imgpad> padding
+IMAGE_SPAN = 256  # slots between <img> and </img> in the released models (= the resampler's n_queries)
 
 
 class QWenRMSNorm(nn.Module):
@@ -194,8 +194,11 @@ class QWenPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
-def find_image_spans(input_ids: torch.Tensor, image_start_id: int) -> list[tuple[int, int, int]]:
-    """``(row, start, end)`` of every ``<img> ... </img>`` span, row-major; malformed spans raise InputError."""
+def find_image_spans(
+    input_ids: torch.Tensor, image_start_id: int, span_length: int = IMAGE_SPAN
+) -> list[tuple[int, int, int]]:
+    """``(row, start, end)`` of every ``<img> ... </img>`` span, row-major; malformed spans (or spans without
+    exactly ``span_length`` slots) raise InputError."""
     starts = (input_ids == image_start_id).nonzero().tolist()
     ends = (input_ids == image_start_id + 1).nonzero().tolist()
     if len(starts) != len(ends) or any(
@@ -207,10 +210,10 @@ def find_image_spans(input_ids: torch.Tensor, image_start_id: int) -> list[tuple
         )
     spans = []
     for (row, start), (_, end) in zip(starts, ends, strict=True):
-        if end - start - 1 != IMAGE_SPAN:
+        if end - start - 1 != span_length:
             raise InputError(
                 f"image span at row {row}, position {start} holds {end - start - 1} tokens between <img> and "
-                f"</img>; the model needs exactly {IMAGE_SPAN} (use the Qwen tokenizer to encode <img>...</img>)"
+                f"</img>; the model needs exactly {span_length} (use the Qwen tokenizer to encode <img>...</img>)"
             )
         spans.append((row, start, end))
     return spans
@@ -377,13 +380,14 @@ class QWenModel(QWenPreTrainedModel):
         images: Sequence[Any] | None,
         pixel_values: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Overwrite the 256 slots of every ``<img>`` span with that image's features (row-major order).
+        """Overwrite the ``n_queries`` (256 in the released models) slots of every ``<img>`` span with that
+        image's features (row-major order).
 
         The pictures come from ``pixel_values``, else ``images`` (PIL images / paths / URLs), else the reference
         written inside each span (the original way).
         """
         start_id = self.config.image_start_id
-        spans = find_image_spans(input_ids, start_id)
+        spans = find_image_spans(input_ids, start_id, self.visual.n_queries)
         given = pixel_values if pixel_values is not None else images
         if given is not None and len(given) != len(spans):
             kind = "pixel_values" if pixel_values is not None else "images"
