@@ -20,7 +20,22 @@ import click
 )
 def console(model: str, host: str, port: int, max_steps: int) -> None:
     """Open the multimodal agent console in the browser: chat with pictures, watch tool calls and boxes."""
+    from qvl_agent import plugins
     from qvl_agent.console.app import launch_console
 
+    # load the model before serving: a wrong spec or a broken checkpoint is one line here, not a page that
+    # fails on its first message
+    try:
+        backend = plugins.resolve_model(model)
+    except Exception as exc:
+        raise click.ClickException(f"cannot load model {model!r}: {_first_line(exc)}") from None
     click.echo(f"qvl-agent console: model {model!r} on http://{host}:{port}")
-    launch_console(model, host=host, port=port, max_steps=max_steps)
+    try:
+        launch_console(backend, host=host, port=port, max_steps=max_steps)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

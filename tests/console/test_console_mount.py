@@ -39,3 +39,33 @@ def test_mount_console_beside_an_api(console_plugin):
         config = client.get("/ui/config").json()
         components = {c.get("props", {}).get("elem_id") for c in config["components"]}
         assert {"qvl-chat", "qvl-input", "qvl-tools", "qvl-grounding"} <= components
+
+
+def _error_line(result) -> str:
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
+    return line
+
+
+def test_console_command_unknown_model_fails_before_serving(console_plugin, monkeypatch):
+    import qvl_agent.console.app as app
+
+    def must_not_launch(*args, **kwargs):
+        raise AssertionError("the console was served with a model that cannot load")
+
+    monkeypatch.setattr(app, "launch_console", must_not_launch)
+    result = CliRunner().invoke(main, ["console", "--model", "no-such-model"])
+    line = _error_line(result)
+    assert "cannot load model 'no-such-model'" in line and "no plugin provides a model" in line
+
+
+def test_console_command_busy_port_is_one_line(console_plugin):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(main, ["console", "--model", "scripted-test", "--port", str(port)])
+    line = _error_line(result)
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "OSError" in line
