@@ -99,16 +99,7 @@ class LocalQwenBackend(ModelBackend):
                 chat_format="chatml",
             )
             return list(tokens)
-        # Completion mode, as the original openai_api.py's text_complete_last_message: the last assistant
-        # turn is left open so the model continues it.
-        if not request.history:
-            raise ValueError("completion mode (query=None) needs a history ending with the turn to continue")
-        prompt = f"{_IM_START}system\n{request.system}{_IM_END}"
-        for user, assistant in request.history:
-            prompt += f"\n{_IM_START}user\n{user.lstrip(chr(10)).rstrip()}{_IM_END}"
-            prompt += f"\n{_IM_START}assistant\n{assistant.lstrip(chr(10)).rstrip()}{_IM_END}"
-        prompt = prompt[: -len(_IM_END)]
-        return list(self.tokenizer.encode(prompt))
+        return list(self.tokenizer.encode(completion_prompt(request)))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
@@ -266,6 +257,20 @@ class LocalQwenBackend(ModelBackend):
         if getattr(config, "max_length", None) is not None:
             config.max_length = None
         return {"generation_config": config}
+
+
+def completion_prompt(request: GenerationRequest) -> str:
+    """The ChatML text of a completion-mode request (``query=None``), as the original ``openai_api.py``'s
+    ``text_complete_last_message``: the last assistant turn is left open so the model continues it."""
+    from qvl_agent.model.errors import InputError
+
+    if not request.history:
+        raise InputError("completion mode (query=None) needs a history ending with the turn to continue")
+    prompt = f"{_IM_START}system\n{request.system}{_IM_END}"
+    for user, assistant in request.history:
+        prompt += f"\n{_IM_START}user\n{user.lstrip(chr(10)).rstrip()}{_IM_END}"
+        prompt += f"\n{_IM_START}assistant\n{assistant.lstrip(chr(10)).rstrip()}{_IM_END}"
+    return prompt[: -len(_IM_END)]
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

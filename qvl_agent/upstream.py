@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import httpx
 from PIL import Image
 
-from qvl_agent.backends import ModelBackend
+from qvl_agent.backends import ModelBackend, completion_prompt
 from qvl_agent.messages import GenerationRequest, GenerationResult
 from qvl_agent.model.errors import InputError
 
@@ -282,14 +282,7 @@ def chatml_prompt(request: GenerationRequest) -> str:
 
     if request.query is not None:
         return build_chatml_text(request.system, list(request.history), request.query)
-    if not request.history:
-        raise InputError("completion mode (query=None) needs a history ending with the turn to continue")
-    # the last assistant turn stays open so the model continues it (the original text_complete_last_message)
-    prompt = f"{_IM_START}system\n{request.system}{_IM_END}"
-    for user, assistant in request.history:
-        prompt += f"\n{_IM_START}user\n{user.lstrip(chr(10)).rstrip()}{_IM_END}"
-        prompt += f"\n{_IM_START}assistant\n{assistant.lstrip(chr(10)).rstrip()}{_IM_END}"
-    return prompt[: -len(_IM_END)]
+    return completion_prompt(request)
 
 
 def chat_messages(request: GenerationRequest) -> list[dict[str, Any]]:
