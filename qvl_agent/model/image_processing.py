@@ -87,7 +87,7 @@ def load_image(
     if scheme in ("http", "https"):
         return _decode(_fetch_http(text, timeout, max_bytes, name), name)
     if scheme == "file":
-        return _load_path(_file_url_to_path(text, name), max_bytes, name)
+        return _load_path(file_url_to_path(text, name), max_bytes, name)
     return _load_path(Path(text).expanduser(), max_bytes, name)
 
 
@@ -110,7 +110,10 @@ def _load_path(path: Path, max_bytes: int, name: str) -> Image.Image:
     return _decode(data, name)
 
 
-def _file_url_to_path(url: str, name: str) -> Path:
+def file_url_to_path(url: str, name: str | None = None) -> Path:
+    """The local path of a ``file://`` URL (``file:///tmp/x.png`` or ``file://localhost/tmp/x.png``); a remote
+    host or an empty path raises ImageLoadError naming the URL (as ``name``, if given)."""
+    name = name or describe_source(url)
     parsed = urllib.parse.urlparse(url)
     if parsed.netloc not in ("", "localhost"):
         raise ImageLoadError(

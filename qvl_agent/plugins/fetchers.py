@@ -9,8 +9,6 @@ failure is an :class:`~qvl_agent.model.errors.ImageLoadError` naming the source 
 from __future__ import annotations
 
 import os
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -76,22 +74,12 @@ def fetch_image(source: Any, limits: ImageLimits) -> Image.Image | None:
         except ImageLoadError as exc:
             raise ImageLoadError(f"image downloaded from {_name(text)} is unusable: {exc}") from exc
     if scheme == "file":
-        return _load_local(file_url_path(text), text, limits)
+        from qvl_agent.model.image_processing import file_url_to_path
+
+        return _load_local(file_url_to_path(text, _name(text)), text, limits)
     if scheme:
         return None  # another plugin may know this scheme (s3://, ...)
     return _load_local(Path(text).expanduser(), text, limits)
-
-
-def file_url_path(url: str) -> Path:
-    """The local path of a ``file://`` URL (``file:///tmp/x.png`` or ``file://localhost/tmp/x.png``)."""
-    parsed = urllib.parse.urlparse(url)
-    if parsed.netloc not in ("", "localhost"):
-        raise ImageLoadError(
-            f"file URL {_name(url)} names a remote host {parsed.netloc!r}; only local files work"
-        )
-    if not parsed.path:
-        raise ImageLoadError(f"file URL {_name(url)} has no path")
-    return Path(urllib.request.url2pathname(parsed.path))
 
 
 def check_allowed(path: Path, limits: ImageLimits, name: str) -> Path:
