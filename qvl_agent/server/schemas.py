@@ -13,10 +13,12 @@ Two extensions are documented in ``docs/server.md``:
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qvl_agent.messages import Box
@@ -70,6 +72,9 @@ class ChatMessageIn(_Lenient):
     tool_call_id: str | None = None
 
 
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 class FunctionDefinition(_Lenient):
     """A callable function, in OpenAI's shape or in the original Qwen-VL server's shape.
 
@@ -88,6 +93,18 @@ class FunctionDefinition(_Lenient):
     def _needs_a_name(self) -> FunctionDefinition:
         if not (self.name or self.name_for_model):
             raise ValueError("a function needs 'name' (or 'name_for_model')")
+        # OpenAI's rule for function names: the model writes the name back verbatim in "Action: <name>"
+        if not _FUNCTION_NAME.fullmatch(self.model_name):
+            raise ValueError(
+                f"function name {self.model_name!r} must be 1-64 letters, digits, underscores or dashes"
+            )
+        if isinstance(self.parameters, dict):
+            try:
+                jsonschema.validators.validator_for(self.parameters).check_schema(self.parameters)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(
+                    f"parameters of {self.model_name!r} is not a valid JSON Schema: {exc.message}"
+                ) from None
         return self
 
     @property
