@@ -197,7 +197,7 @@ class QWenChatMixin:
             tokenizer,
             raw_text_len=len(raw_text),
             context_length=len(context_tokens),
-            chat_format=generation_config.chat_format,
+            chat_format=getattr(generation_config, "chat_format", "chatml"),
             verbose=False,
             errors="replace",
         )

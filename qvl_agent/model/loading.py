@@ -181,6 +181,12 @@ def load_model(
         model.to(target)
     model.eval()
     tokenizer = QWenTokenizer.from_pretrained(path, local_files_only=True)
+    n_queries = model.transformer.visual.n_queries
+    if tokenizer.image_span != n_queries:
+        raise CheckpointLoadError(
+            f"{path}: the tokenizer writes {tokenizer.image_span} slots per <img> span but the model's resampler "
+            f"has {n_queries} queries; set image_span={n_queries} in tokenizer_config.json"
+        )
     return model, tokenizer
 
 

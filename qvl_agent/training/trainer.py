@@ -248,6 +248,8 @@ def chat_generation_config(model: torch.nn.Module, tokenizer) -> None:
     gc.pad_token_id = tokenizer.eod_id
     gc.do_sample = False
     gc.max_new_tokens = 256
+    # saved as a config of its own: loading must not rebuild it from the model config (losing chat_format)
+    gc._from_model_config = False
 
 
 def freeze_parts(model: torch.nn.Module, parts: list[str]) -> None:

@@ -66,3 +66,12 @@ def test_span_of_the_wrong_length_is_a_clear_error(tmp_path: Path) -> None:
     ids = released.encode("<img>a</img>")
     with pytest.raises(InputError, match="needs exactly 16"):
         model(torch.tensor([ids]), images=[Image.new("RGB", (8, 8))])
+
+
+def test_tokenizer_and_model_spans_must_agree(tmp_path: Path) -> None:
+    from qvl_agent.model.loading import CheckpointLoadError
+
+    folder = _small_checkpoint(tmp_path, n_queries=16)
+    QWenTokenizer(str(folder / "qwen.tiktoken")).save_pretrained(folder)  # back to 256-slot spans
+    with pytest.raises(CheckpointLoadError, match="resampler has 16 queries"):
+        load_model(folder)
