@@ -24,8 +24,15 @@ from qvl_agent.model.visual import QWenVisionTransformer, sincos_2d
 
 
 @torch.no_grad()
-def spatial_init(visual: QWenVisionTransformer, alpha: float = 3.0, pos_scale: float = 0.5) -> None:
-    """Re-initialise ``visual`` in place as described in the module docstring."""
+def spatial_init(
+    visual: QWenVisionTransformer, alpha: float = 3.0, pos_scale: float = 0.5, value_identity: bool = False
+) -> None:
+    """Re-initialise ``visual`` in place as described in the module docstring.
+
+    ``value_identity``: also start the resampler's value and output projections as the identity, so each image
+    token starts as the (normalised) ViT feature of its cell, position code included, rather than a random
+    projection of it.
+    """
     grid = visual.grid_size
     table = sincos_2d(visual.width, grid) * pos_scale
     if visual.positional_embedding.shape[0] == grid * grid:
@@ -41,3 +48,6 @@ def spatial_init(visual: QWenVisionTransformer, alpha: float = 3.0, pos_scale: f
     attn.in_proj_weight[:dim].copy_(eye)  # W_q
     attn.in_proj_weight[dim : 2 * dim].copy_(eye)  # W_k
     pool.ln_q.weight.fill_(0.1)  # learned query content starts small next to the position code
+    if value_identity:
+        attn.in_proj_weight[2 * dim :].copy_(torch.eye(dim))  # W_v
+        attn.out_proj.weight.copy_(torch.eye(dim))
