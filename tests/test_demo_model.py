@@ -17,6 +17,7 @@ needs_weights = pytest.mark.skipif(
 # Remove once the shipped checkpoint meets the issue-8 targets (scores in recipes/demo/README.md).
 interim = pytest.mark.xfail(
     reason="the shipped demo model is an interim checkpoint that does not yet ground / call tools reliably",
+    raises=AssertionError,
     strict=False,
 )
 
@@ -32,7 +33,7 @@ def backend():
 def heldout():
     from qvl_agent.training import evaluate
 
-    return evaluate.synthetic_items(40, seed=0)
+    return evaluate.synthetic_items(80, seed=0)
 
 
 @needs_weights
