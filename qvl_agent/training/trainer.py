@@ -151,13 +151,7 @@ def load_checkpoint(path: str | Path):
     """``(model, tokenizer)`` from a checkpoint directory (through ``qvl_agent.model.load_model``)."""
     from qvl_agent.model import load_model
 
-    try:
-        return load_model(str(path))
-    except NotImplementedError:  # the loader is not written yet: plain from_pretrained
-        from qvl_agent.model.modeling_qwen import QWenLMHeadModel
-        from qvl_agent.model.tokenization_qwen import QWenTokenizer
-
-        return QWenLMHeadModel.from_pretrained(str(path)), QWenTokenizer.from_pretrained(str(path))
+    return load_model(str(path))
 
 
 def build_model(config: TrainConfig):
@@ -171,8 +165,10 @@ def build_model(config: TrainConfig):
     from qvl_agent.model.modeling_qwen import QWenLMHeadModel
     from qvl_agent.model.tokenization_qwen import QWenTokenizer
 
-    tokenizer = QWenTokenizer(config.vocab_file or str(default_vocab_path()))
     kwargs = json.loads(json.dumps(config.model_config))
+    # an <img> span has one slot per resampler query (256 in the released models)
+    n_queries = (kwargs.get("visual") or {}).get("n_queries") or 256
+    tokenizer = QWenTokenizer(config.vocab_file or str(default_vocab_path()), image_span=n_queries)
     kwargs.setdefault("vocab_size", -(-len(tokenizer) // 64) * 64)
     if kwargs["vocab_size"] < len(tokenizer):
         raise InputError(
