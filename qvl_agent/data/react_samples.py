@@ -27,7 +27,7 @@ from qvl_agent.data.scenes import Scene, SceneObject, normalize_coord, random_sc
 from qvl_agent.prompting import react
 
 if TYPE_CHECKING:
-    from qvl_agent.data.synthetic import DataConfig, _Builder
+    from qvl_agent.data.synthetic import DataConfig, SampleBuilder
 
 #: the tools offered in tool-use prompts: exactly the specs (name, description, JSON-Schema parameters, key order
 #: included) of the contrib calculator and image-tools ``zoom`` tools, so a trained model sees at inference the very
@@ -166,7 +166,7 @@ def _scene_with_tiny(rng: random.Random, config: DataConfig) -> Scene:
     return scene
 
 
-def tool_sample(rng: random.Random, builder: _Builder, config: DataConfig) -> None:
+def tool_sample(rng: random.Random, builder: SampleBuilder, config: DataConfig) -> None:
     """Add one tool-use (or deliberately tool-free) turn to ``builder``."""
     from qvl_agent.data.synthetic import picture_header, plural, vqa_question, where
 

@@ -87,8 +87,8 @@ class Sample:
         return {"id": self.id, "task": self.task, "conversations": self.conversations}
 
 
-class _Builder:
-    """Collects turns and pictures of one sample."""
+class SampleBuilder:
+    """Collects the turns and pictures of one sample (also used by recipes that mix their own samples)."""
 
     def __init__(self, sample_id: str, config: DataConfig) -> None:
         self.id = sample_id
@@ -289,7 +289,7 @@ def generate_sample(
     config = config or DataConfig()
     rng = random.Random(f"qvl-synthetic/{seed}/{split}/{index}")
     sample_id = f"{split}-{index:06d}"
-    builder = _Builder(sample_id, config)
+    builder = SampleBuilder(sample_id, config)
     task = _pick_task(rng, config)
     n_turns = rng.randint(config.min_turns, config.max_turns)
 

@@ -16,10 +16,11 @@ from typing import Any
 from PIL import Image
 
 from qvl_agent.data import react_samples
-from qvl_agent.data.scenes import Scene, render_scene
+from qvl_agent.data.scenes import Scene
 from qvl_agent.data.synthetic import (
     CAPTION_PROMPTS,
     DataConfig,
+    SampleBuilder,
     caption,
     grounding_question,
     multi_image_question,
@@ -68,26 +69,6 @@ class DenseSample:
     scenes: list[Scene]
 
 
-class _Pictures:
-    """Collects the turns and pictures of one sample (the builder interface ``tool_sample`` writes to)."""
-
-    def __init__(self, sample_id: str) -> None:
-        self.id = sample_id
-        self.turns: list[dict[str, str]] = []
-        self.images: dict[str, Image.Image] = {}
-        self.scenes: list[Scene] = []
-
-    def picture(self, scene: Scene | None, image: Image.Image | None = None, tag: str = "") -> str:
-        path = f"images/{self.id}-{len(self.images) + 1}{tag}.png"
-        self.images[path] = image if image is not None else render_scene(scene)  # type: ignore[arg-type]
-        if scene is not None:
-            self.scenes.append(scene)
-        return path
-
-    def ask(self, question: str, answer: str) -> None:
-        self.turns += [{"from": "user", "value": question}, {"from": "assistant", "value": answer}]
-
-
 def _choice(rng: random.Random, weights: dict[str, float]) -> str:
     names = [k for k, w in weights.items() if w > 0]
     return rng.choices(names, weights=[weights[k] for k in names])[0]
@@ -109,7 +90,7 @@ def dense_sample(index: int, split: str, seed: int, spec: MixSpec) -> DenseSampl
 
     rng = random.Random(f"qvl-demo/{seed}/{split}/{index}")
     config = spec.data_config()
-    out = _Pictures(f"{split}-{index:07d}")
+    out = SampleBuilder(f"{split}-{index:07d}", config)
     kind = _choice(rng, spec.kinds)
     n_turns = rng.randint(spec.min_turns, spec.max_turns)
     if kind == "tools":
