@@ -9,16 +9,31 @@ from typing import Any
 import click
 
 
-def _config(value: str | None):
-    from qvl_agent.data.synthetic import DataConfig
-
-    if not value:
-        return DataConfig()
+def json_object_option(value: str | None, what: str) -> dict[str, Any] | None:
+    """A JSON object given inline or as a path to a ``.json`` file (``what`` names the option in errors)."""
+    if value is None:
+        return None
     text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else value
     try:
-        return DataConfig.from_dict(json.loads(text))
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise click.BadParameter(f"--config: {exc}") from None
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} is neither a JSON file nor inline JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{what} must be a JSON object")
+    return data
+
+
+def data_config_option(value: str | None, what: str = "--config"):
+    """A :class:`DataConfig` from a JSON option (inline or a file); the defaults when not given."""
+    from qvl_agent.data.synthetic import DataConfig
+
+    fields = json_object_option(value or None, what)
+    if not fields:
+        return DataConfig()
+    try:
+        return DataConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(f"{what}: {exc}") from None
 
 
 @click.group("data")
@@ -44,7 +59,7 @@ def generate(out: str, n: int, n_heldout: int, seed: int, config: str | None) ->
     """Write OUT/train.json, OUT/heldout.json and OUT/images/*.png."""
     from qvl_agent.data.synthetic import write_dataset
 
-    data_config = _config(config)
+    data_config = data_config_option(config)
     if n == 0 and n_heldout == 0:
         raise click.UsageError("nothing to generate: --n and --n-heldout are both 0")
     for split, count in (("train", n), ("heldout", n_heldout)):
@@ -91,7 +106,7 @@ def vocab(out: str, n: int, seed: int, vocab_size: int, config: str | None) -> N
     """Train a small byte-level BPE vocabulary (qwen.tiktoken format) on synthetic conversations."""
     from qvl_agent.data.vocab import build_vocab, read_tiktoken
 
-    path = build_vocab(out, n, seed, vocab_size, _config(config))
+    path = build_vocab(out, n, seed, vocab_size, data_config_option(config))
     click.echo(f"{path}: {len(read_tiktoken(path))} ranks")
 
 

@@ -8,21 +8,8 @@ from typing import Any
 
 import click
 
+from qvl_agent.data.cli import json_object_option
 from qvl_agent.model.errors import InputError
-
-
-def _json_option(value: str | None, what: str) -> dict[str, Any] | None:
-    """A JSON object given inline or as a path to a ``.json`` file."""
-    if value is None:
-        return None
-    text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else value
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{what} is neither a JSON file nor inline JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{what} must be a JSON object")
-    return data
 
 
 def _absolute(path: str | None) -> str | None:
@@ -128,11 +115,11 @@ def train(**opts: Any) -> None:
             config = TrainConfig(
                 output_dir=opts["output_dir"],
                 model=_absolute(opts["model"]),
-                model_config=_json_option(opts["model_config"], "--config"),
+                model_config=json_object_option(opts["model_config"], "--config"),
                 vocab_file=_absolute(opts["vocab_file"]),
                 data=_absolute(opts["data"]),
                 eval_data=_absolute(opts["eval_data"]),
-                synthetic=_json_option(opts["synthetic"], "--synthetic") or {},
+                synthetic=json_object_option(opts["synthetic"], "--synthetic") or {},
                 synthetic_seed=opts["synthetic_seed"],
                 eval_samples=opts["eval_samples"],
                 max_steps=100 if opts["max_steps"] is None else opts["max_steps"],

@@ -106,9 +106,9 @@ def eval_command(**opts: Any) -> None:
         else:
             config = None
             if opts["synthetic"]:
-                from qvl_agent.data.cli import _config
+                from qvl_agent.data.cli import data_config_option
 
-                config = _config(opts["synthetic"])
+                config = data_config_option(opts["synthetic"], "--synthetic")
             items = evaluate.synthetic_items(opts["n_samples"], opts["seed"], config)
         items = evaluate.select(items, opts["task"], opts["limit"])
         if not items:
