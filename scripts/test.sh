@@ -17,5 +17,5 @@ fi
 data="${QVL_TESTDATA:-$(pwd)/../shared/testdata/qwen_vl}"
 if [ -f "$data/README.md" ]; then export QVL_REQUIRE_TESTDATA=1; fi
 
-python3 -m ruff check qvl_agent tests plugins_contrib examples benchmarks
+python3 -m ruff check qvl_agent tests plugins_contrib examples benchmarks recipes
 python3 -m pytest -q -p no:cacheprovider tests plugins_contrib "$@"
