@@ -275,6 +275,15 @@ def multi_image_question(rng: random.Random, a: Scene, b: Scene, config: DataCon
 # --------------------------------------------------------------------------------------------- samples
 
 
+def two_picture_turns(rng: random.Random, builder: SampleBuilder, config: DataConfig, n_turns: int) -> None:
+    """Two new scenes as Picture 1 and Picture 2, then ``n_turns`` questions comparing them."""
+    a, b = random_scene(rng, config.scene), random_scene(rng, config.scene)
+    header = picture_header([builder.picture(a), builder.picture(b)])
+    for turn in range(n_turns):
+        question, answer = multi_image_question(rng, a, b, config)
+        builder.ask((header if turn == 0 else "") + question, answer)
+
+
 def _pick_task(rng: random.Random, config: DataConfig) -> str:
     tasks = [t for t in TASKS if config.task_weights.get(t, 0) > 0]
     return rng.choices(tasks, weights=[config.task_weights[t] for t in tasks])[0]
@@ -296,11 +305,7 @@ def generate_sample(
     if task == "tools":
         react_samples.tool_sample(rng, builder, config)
     elif task == "multi_image":
-        a, b = random_scene(rng, config.scene), random_scene(rng, config.scene)
-        header = picture_header([builder.picture(a), builder.picture(b)])
-        for turn in range(n_turns):
-            question, answer = multi_image_question(rng, a, b, config)
-            builder.ask((header if turn == 0 else "") + question, answer)
+        two_picture_turns(rng, builder, config, n_turns)
     else:
         scene = random_scene(rng, config.scene)
         header = picture_header([builder.picture(scene)])

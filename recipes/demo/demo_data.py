@@ -23,9 +23,9 @@ from qvl_agent.data.synthetic import (
     SampleBuilder,
     caption,
     grounding_question,
-    multi_image_question,
     picture_header,
     referring_question,
+    two_picture_turns,
     vqa_question,
 )
 
@@ -96,11 +96,7 @@ def dense_sample(index: int, split: str, seed: int, spec: MixSpec) -> DenseSampl
     if kind == "tools":
         react_samples.tool_sample(rng, out, config)
     elif kind == "multi":
-        a, b = random_scene(rng, config.scene), random_scene(rng, config.scene)
-        header = picture_header([out.picture(a), out.picture(b)])
-        for turn in range(n_turns):
-            question, answer = multi_image_question(rng, a, b, config)
-            out.ask((header if turn == 0 else "") + question, answer)
+        two_picture_turns(rng, out, config, n_turns)
     else:
         scene = random_scene(rng, config.scene)
         header = picture_header([out.picture(scene)])
