@@ -1,7 +1,11 @@
-"""The embedded demo model (``load_model("demo")``) really grounds and calls tools on held-out data.
+"""The embedded demo model (``load_model("demo")``) really sees, grounds and calls tools on held-out data.
 
-Both questions come from the held-out synthetic split (seed 0) that ``qvl-agent eval`` scores; the answers
-are generated greedily by the shipped weights and scored with the evaluation's own metrics.
+Every question comes from the held-out synthetic split (seed 0) that ``qvl-agent eval`` scores; the answers are
+generated greedily by the shipped weights and scored with the evaluation's own metrics. Two kinds of checks:
+
+- floors the shipped model must keep (well above chance and above the session-1 interim checkpoint, below
+  what it measures, see ``recipes/demo/README.md``), so a worse checkpoint cannot be shipped unnoticed;
+- issue #8's targets, ``xfail`` until a checkpoint meets them.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ needs_weights = pytest.mark.skipif(
     reason="no demo weights in qvl_agent/assets/demo (train them with recipes/demo)",
 )
 # Remove once the shipped checkpoint meets the issue-8 targets (scores in recipes/demo/README.md).
-interim = pytest.mark.xfail(
-    reason="the shipped demo model is an interim checkpoint that does not yet ground / call tools reliably",
+below_target = pytest.mark.xfail(
+    reason="issue #8 targets not met yet: the shipped model grounds ~27% and gets ~42% of tool arguments right",
     raises=AssertionError,
     strict=False,
 )
@@ -36,6 +40,12 @@ def heldout():
     return evaluate.synthetic_items(80, seed=0)
 
 
+def _run(backend, items):
+    from qvl_agent.training import evaluate
+
+    return [evaluate.run_item(backend, i, max_new_tokens=110 if i.task == "tools" else 64) for i in items]
+
+
 @needs_weights
 def test_demo_model_is_small_package_data():
     size = sum(f.stat().st_size for f in demo_checkpoint_dir().iterdir() if f.is_file())
@@ -43,29 +53,56 @@ def test_demo_model_is_small_package_data():
 
 
 @needs_weights
-@interim
+@pytest.mark.parametrize(
+    ("task", "n", "floor"),
+    # measured on these questions: grounding 0.40, vqa 0.50, multi-image 0.31 (chance: ~0 for boxes)
+    [("grounding", 20, 0.2), ("vqa", 20, 0.3), ("multi-image", 16, 0.15)],
+)
+def test_answers_heldout_questions_above_a_floor(backend, heldout, task, n, floor):
+    results = _run(backend, [i for i in heldout if i.task == task][:n])
+    accuracy = sum(r.correct for r in results) / len(results)
+    wrong = [(r.prediction, r.expected) for r in results if not r.correct][:3]
+    assert accuracy >= floor, (accuracy, wrong)
+
+
+@needs_weights
+def test_tool_questions_get_well_formed_replies_choosing_the_right_tool(backend, heldout):
+    """Calculator, zoom or no tool at all: the first ReAct step parses and picks what the reference picks."""
+    items = [i for i in heldout if i.task == "tools"][:8]
+    assert {"calculator", "zoom", None} <= {
+        (
+            "calculator"
+            if "Action: calculator" in i.expected
+            else "zoom"
+            if "Action: zoom" in i.expected
+            else None
+        )
+        for i in items
+    }
+    for item, result in zip(items, _run(backend, items), strict=True):
+        assert result.tool is not None
+        assert result.tool["valid_format"], result.prediction
+        assert result.tool["right_tool"], (result.prediction, item.expected)
+
+
+@needs_weights
+@below_target
 def test_grounds_a_heldout_object(backend, heldout):
-    from qvl_agent.training import evaluate
     from qvl_agent.training.metrics import extract_boxes, iou
 
     item = next(i for i in heldout if i.task == "grounding")
-    result = evaluate.run_item(backend, item, max_new_tokens=64)
+    (result,) = _run(backend, [item])
     boxes = extract_boxes(result.prediction)
     assert boxes, f"no <box> in the answer {result.prediction!r}"
     assert iou(boxes[0][1], extract_boxes(item.expected)[0][1]) >= 0.5, (result.prediction, item.expected)
 
 
 @needs_weights
-@interim
-def test_calls_the_right_tool_with_valid_arguments(backend, heldout):
-    from qvl_agent.training import evaluate
-
+@below_target
+def test_calls_the_calculator_with_the_right_arguments(backend, heldout):
     item = next(i for i in heldout if i.task == "tools" and "\nAction: calculator" in i.expected)
-    result = evaluate.run_item(backend, item, max_new_tokens=128)
-    assert result.tool is not None
-    assert result.tool["valid_format"], result.prediction
-    assert result.tool["right_tool"], result.prediction
-    assert result.tool["right_arguments"], (result.prediction, item.expected)
+    (result,) = _run(backend, [item])
+    assert result.tool is not None and result.tool["right_arguments"], (result.prediction, item.expected)
 
 
 @pytest.mark.parametrize("span", [16, 64, 256])

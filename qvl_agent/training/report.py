@@ -8,18 +8,29 @@ from typing import Any
 
 from PIL import ImageDraw
 
+#: held-out answer scores a training log may carry (``q_<task>``: greedy answers scored as ``qvl-agent eval`` does)
+SCORE_KEYS = ("q_grounding", "q_vqa", "q_multi-image", "q_tools")
 
-def _learning_curve(log_path: str | Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    train, held = [], []
+
+def _learning_curve(
+    log_path: str | Path,
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]], dict[str, list[tuple[int, float]]]]:
+    """``(train loss, held-out loss, {score key: points})`` of a ``log.jsonl``, each as ``(step, value)``."""
+    train, held, scores = [], [], {}
     for line in Path(log_path).read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         record = json.loads(line)
+        if "step" not in record:
+            continue
         if "loss" in record:
             train.append((record["step"], record["loss"]))
         if "eval_loss" in record:
             held.append((record["step"], record["eval_loss"]))
-    return train, held
+        for key in SCORE_KEYS:
+            if key in record:
+                scores.setdefault(key, []).append((record["step"], record[key]))
+    return train, held, scores
 
 
 def draw_boxes(example: dict[str, Any]):
@@ -76,7 +87,7 @@ def save_report(
 
     if train_log:
         ax = fig.add_subplot(grid[0, max(1, n_cols // 2) :])
-        train, held = _learning_curve(train_log)
+        train, held, scores = _learning_curve(train_log)
         if train:
             ax.plot(*zip(*train, strict=True), label="train loss")
         if held:
@@ -85,7 +96,16 @@ def save_report(
         ax.set_ylabel("loss")
         ax.set_yscale("log")
         ax.set_title("learning curve")
-        ax.legend()
+        ax.legend(loc="upper left", fontsize=8)
+        if scores:  # held-out answer accuracy on a second axis
+            twin = ax.twinx()
+            for key, points in scores.items():
+                twin.plot(
+                    *zip(*points, strict=True), marker=".", linestyle="--", label=key.removeprefix("q_")
+                )
+            twin.set_ylim(0, 1)
+            twin.set_ylabel("held-out score")
+            twin.legend(loc="upper right", fontsize=8)
 
     for i, example in enumerate(examples):
         ax = fig.add_subplot(grid[1, i])

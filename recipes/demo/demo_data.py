@@ -67,6 +67,8 @@ class DenseSample:
     conversations: list[dict[str, str]]
     images: dict[str, Image.Image]
     scenes: list[Scene]
+    #: the scene drawn in each picture (pictures made by a tool, e.g. a zoomed crop, have none)
+    scene_of: dict[str, Scene] = field(default_factory=dict)
 
 
 def _choice(rng: random.Random, weights: dict[str, float]) -> str:
@@ -103,4 +105,7 @@ def dense_sample(index: int, split: str, seed: int, spec: MixSpec) -> DenseSampl
         for turn in range(n_turns):
             question, answer = single_question(rng, scene, _choice(rng, spec.questions), config)
             out.ask((header if turn == 0 else "") + question, answer)
-    return DenseSample(out.id, kind, out.turns, out.images, out.scenes)
+    drawn = [path for path in out.images if not path.endswith("-zoom.png")]
+    return DenseSample(
+        out.id, kind, out.turns, out.images, out.scenes, dict(zip(drawn, out.scenes, strict=True))
+    )

@@ -4,7 +4,8 @@
 
 Writes ``qvl_agent/assets/demo/``: ``config.json`` (fp32 flag on, so the model runs in float32 on CPU),
 ``generation_config.json`` (greedy ChatML), ``model.safetensors`` (weights stored in ``--dtype`` to keep the
-package small) and ``qwen.tiktoken`` (the small vocabulary). Refuses to write more than 20 MB.
+package small), ``qwen.tiktoken`` (the small vocabulary) and ``tokenizer_config.json`` (its ``image_span``
+must equal the resampler's query count). Refuses to write more than 20 MB.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "qvl_agent" / "assets" / "demo"
 MAX_BYTES = 20 * 1024 * 1024
-KEEP = ("config.json", "generation_config.json", "model.safetensors", "qwen.tiktoken")
 
 
 def export(checkpoint: Path, out: Path = ASSETS, dtype: str = "float16", note: dict | None = None) -> Path:
@@ -48,6 +48,8 @@ def export(checkpoint: Path, out: Path = ASSETS, dtype: str = "float16", note: d
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     shutil.copy(checkpoint / "qwen.tiktoken", tmp / "qwen.tiktoken")
+    if (checkpoint / "tokenizer_config.json").is_file():
+        shutil.copy(checkpoint / "tokenizer_config.json", tmp / "tokenizer_config.json")
     if note:
         (tmp / "TRAINING.json").write_text(json.dumps(note, indent=1) + "\n")
     size = sum(f.stat().st_size for f in tmp.iterdir())

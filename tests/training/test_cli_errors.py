@@ -140,3 +140,26 @@ def test_report_draws_multi_image_boxes_on_the_picture_the_question_names():
     results = [evaluate.ItemResult(i.id, i.task, True, box, box) for i in items]
     sizes = [e["image"].size for e in evaluate.sample_boxes(items, results)]
     assert sizes == [(40, 40), (80, 20), (80, 20)]  # named picture, named picture, else the latest
+
+
+def test_learning_curve_reads_losses_and_heldout_scores(tmp_path):
+    """Training logs may carry held-out answer scores (``q_<task>``); the report plots them beside the loss."""
+    import json
+
+    from qvl_agent.training.report import _learning_curve, save_report
+
+    log = tmp_path / "log.jsonl"
+    records = [
+        {"phase": "vision", "step": 50, "aux_loss": 3.0},
+        {"phase": "joint", "step": 100, "loss": 2.0},
+        {"phase": "joint", "step": 200, "loss": 1.0, "eval_loss": 1.5},
+        {"phase": "joint", "step": 200, "q_grounding": 0.25, "q_tools": 0.5},
+        {"final": True, "q_grounding": 0.3},
+    ]
+    log.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    train, held, scores = _learning_curve(log)
+    assert train == [(100, 2.0), (200, 1.0)]
+    assert held == [(200, 1.5)]
+    assert scores == {"q_grounding": [(200, 0.25)], "q_tools": [(200, 0.5)]}
+    png = save_report(tmp_path / "r.png", {"vqa": {"n": 2, "accuracy": 0.5}}, train_log=log)
+    assert png.stat().st_size > 5_000

@@ -1,0 +1,380 @@
+"""Train the demo model from scratch: ``python recipes/demo/train.py recipes/demo/configs/demo.json``.
+
+Two phases, one config (see ``configs/demo.json``):
+
+1. ``vision``: the vision tower + resampler alone, on rendered scenes, with a dense linear head
+   (:mod:`dense_targets`) telling each image token what object it holds and where. Cheap (no language
+   model) and direct: every token of every picture is supervised.
+2. ``joint``: the whole model on the chat data of :mod:`demo_data` (many questions per picture, two-picture
+   questions, ReAct tool episodes), the dense head still attached to the image tokens (``aux_weight``) so the
+   vision side keeps carrying the content while the language model learns to read it.
+
+Batches of one step are of one kind (``single`` / ``multi`` / ``tools``) so short and long conversations
+are not padded together. Every sample is a pure function of its index, so a run resumes exactly
+(``--resume``); ``--device cuda`` runs the same computation on a GPU. The seconds per step on 2 CPU cores
+are measured with ``--time-steps N``. Writes ``OUT/log.jsonl``, ``OUT/checkpoint`` (resume state) and
+``OUT/final`` (a loadable checkpoint; ``export.py`` ships it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from demo_data import MixSpec, dense_sample  # noqa: E402
+from dense_targets import DenseHead, scene_targets, stack_targets  # noqa: E402
+from spatial_init import spatial_init  # noqa: E402
+
+from qvl_agent.data.scenes import SceneConfig, random_scene, render_scene  # noqa: E402
+from qvl_agent.training.encoding import collate, encode_conversation  # noqa: E402
+from qvl_agent.training.trainer import TrainConfig, build_model  # noqa: E402
+
+
+class VisionData(Dataset):
+    """Picture ``i``: a random scene, its pixels and its dense targets."""
+
+    def __init__(self, seed: int, scene: dict[str, Any], processor, grid: int, batch: int) -> None:
+        self.seed, self.scene, self.processor, self.grid, self.batch = (
+            seed,
+            SceneConfig(**scene),
+            processor,
+            grid,
+            batch,
+        )
+
+    def __len__(self) -> int:
+        return 1 << 30
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        scenes = [
+            random_scene(random.Random(f"qvl-demo-vision/{self.seed}/{step}/{j}"), self.scene)
+            for j in range(self.batch)
+        ]
+        return {
+            "pixel_values": self.processor([render_scene(s) for s in scenes]),
+            "targets": stack_targets([scene_targets(s, self.grid) for s in scenes]),
+        }
+
+
+class ChatData(Dataset):
+    """Step ``i``: ``batch`` conversations of one kind, encoded, with pictures and dense targets."""
+
+    def __init__(
+        self,
+        seed: int,
+        spec: MixSpec,
+        tokenizer,
+        processor,
+        grid: int,
+        batch: int,
+        max_length: int,
+        curriculum: list[dict[str, Any]] | None = None,
+    ):
+        self.seed, self.spec, self.tokenizer, self.processor = seed, spec, tokenizer, processor
+        self.curriculum = curriculum or []
+        self.grid, self.batch, self.max_length = grid, batch, max_length
+
+    def __len__(self) -> int:
+        return 1 << 30
+
+    def spec_at(self, step: int) -> MixSpec:
+        """The mix of ``step``: the first curriculum entry with ``step < until``, else the base mix."""
+        for entry in self.curriculum:
+            if step < entry["until"]:
+                return MixSpec(**{**self.spec.__dict__, **{k: v for k, v in entry.items() if k != "until"}})
+        return self.spec
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        rng = random.Random(f"qvl-demo-kind/{self.seed}/{step}")
+        base = self.spec_at(step)
+        kinds = list(base.kinds)
+        kind = rng.choices(kinds, weights=[base.kinds[k] for k in kinds])[0]
+        spec = MixSpec(**{**base.__dict__, "kinds": {kind: 1.0}})
+        encoded, pictures, targets = [], [], []
+        for j in range(self.batch):
+            sample = dense_sample(step * self.batch + j, "train", self.seed, spec)
+            enc = encode_conversation(self.tokenizer, sample.conversations, max_length=self.max_length)
+            encoded.append(enc)
+            for ref in enc.image_refs:
+                pictures.append(sample.images[ref])
+                targets.append(scene_targets(sample.scene_of.get(ref), self.grid))
+        batch = collate(encoded, self.tokenizer.eod_id)
+        batch["kind"] = kind
+        if pictures:
+            batch["pixel_values"] = self.processor(pictures)
+            batch["targets"] = stack_targets(targets)
+        return batch
+
+
+def loader(dataset: Dataset, start: int, workers: int) -> DataLoader:
+    indices = range(start, 1 << 30)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=indices,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.to(device, non_blocking=True)
+        elif isinstance(v, dict):
+            out[k] = to(v, device)
+        else:
+            out[k] = v
+    return out
+
+
+def log(path: Path, record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+@torch.no_grad()
+def quick_scores(model, tokenizer, per_task: int) -> dict[str, float]:
+    """Greedy answers to the first ``per_task`` held-out questions of each task, scored by ``qvl-agent eval``."""
+    from qvl_agent.backends import LocalQwenBackend
+    from qvl_agent.training import evaluate
+
+    items = evaluate.synthetic_items(300, seed=0)
+    chosen = [
+        i
+        for t in ("grounding", "vqa", "multi-image", "tools")
+        for i in [x for x in items if x.task == t][:per_task]
+    ]
+    model.eval()
+    backend = LocalQwenBackend(model, tokenizer, name="demo-train")
+    results = [evaluate.run_item(backend, i, max_new_tokens=110 if i.task == "tools" else 60) for i in chosen]
+    model.train()
+    scores: dict[str, float] = {}
+    for task, entry in evaluate.summarize(results).items():
+        scores[f"q_{task}"] = round(entry["accuracy"], 3)
+        if task == "tools":
+            scores["q_tools_format"] = round(entry["valid_format"], 3)
+            scores["q_tools_args"] = round(entry["right_arguments"], 3)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--out", type=Path, help="run folder (default recipes/demo/runs/CONFIG)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--time-steps", type=int, help="time this many steps of each phase, then stop")
+    parser.add_argument("--max-minutes", type=float, help="stop early (and save final/) after this long")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    torch.backends.cuda.matmul.allow_tf32 = False  # the same arithmetic as on the CPU
+    cfg = json.loads(args.config.read_text())
+    out = args.out or HERE / "runs" / args.config.stem
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    seed = cfg.get("seed", 0)
+
+    model, tokenizer = build_model(
+        TrainConfig(output_dir=str(out), model_config=cfg["model_config"], seed=seed)
+    )
+    visual = model.transformer.visual
+    if cfg.get("spatial_init") is not None:
+        spatial_init(visual, **cfg["spatial_init"])
+    for layer in model.transformer.h[: cfg.get("similarity_init_layers", 0)]:
+        # W_k = W_q: each head starts out attending to tokens that look like the one asking
+        hidden = model.config.hidden_size
+        with torch.no_grad():
+            layer.attn.c_attn.weight[hidden : 2 * hidden].copy_(layer.attn.c_attn.weight[:hidden])
+    torch.manual_seed(seed + 1)
+    word_ids = None
+    if cfg.get("tie_words"):
+        from dense_targets import COLOUR_IDS, SHAPE_IDS
+
+        def first_id(word: str) -> int:
+            return tokenizer.encode(" " + ("word" if word == "text" else word))[0]
+
+        word_ids = {"colour": [first_id(c) for c in COLOUR_IDS], "shape": [first_id(s) for s in SHAPE_IDS]}
+    head = DenseHead(visual.output_dim, model.transformer.wte if word_ids else None, word_ids)
+    model.to(device)
+    head.to(device)
+    grid = math.isqrt(visual.n_queries)
+    processor = visual.image_processor
+
+    vcfg, jcfg = cfg["vision"], cfg["joint"]
+    phases = [("vision", vcfg["steps"]), ("joint", jcfg["steps"])]
+    vision_params = list(visual.parameters()) + list(head.parameters())
+    lm_params = [p for n, p in model.named_parameters() if not n.startswith("transformer.visual.")]
+    state = {"phase": 0, "step": 0}
+    if args.resume and (out / "checkpoint" / "state.pt").is_file():
+        saved = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+        model.load_state_dict(saved["model"])
+        head.load_state_dict(saved["head"])
+        state = saved["state"]
+        print(f"resuming at phase {phases[state['phase']][0]} step {state['step']}", flush=True)
+    else:
+        saved = None
+        (out / "log.jsonl").unlink(missing_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{n_params / 1e6:.2f}M parameters, {grid}x{grid} image tokens, device {device}", flush=True)
+    t_start = time.time()
+
+    for phase_index in range(state["phase"], len(phases)):
+        name, total = phases[phase_index]
+        offset = sum(steps for _, steps in phases[:phase_index])  # logged steps count both phases
+        pc = vcfg if name == "vision" else jcfg
+        if name == "vision":
+            groups = [{"params": vision_params, "lr": pc["lr"]}]
+            data = VisionData(seed, pc.get("scene", {}), processor, grid, pc["batch_size"])
+        else:
+            groups = [
+                {"params": lm_params, "lr": pc["lr"]},
+                {"params": vision_params, "lr": pc["lr"] * pc["visual_lr_scale"]},
+            ]
+            spec = MixSpec(**pc["mix"])
+            data = ChatData(
+                seed,
+                spec,
+                tokenizer,
+                processor,
+                grid,
+                pc["batch_size"],
+                pc.get("max_length", 2048),
+                pc.get("curriculum"),
+            )
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=pc.get("weight_decay", 0.01))
+        base_lrs = [g["lr"] for g in groups]
+        start = state["step"] if phase_index == state["phase"] else 0
+        if saved is not None and phase_index == state["phase"] and start > 0:
+            optimizer.load_state_dict(saved["optimizer"])
+        steps = range(start, total if not args.time_steps else min(total, start + args.time_steps))
+        batches = iter(loader(data, start, args.workers))
+        window: dict[str, list[torch.Tensor]] = {}
+        t_phase = time.time()
+        for step in steps:
+            if args.max_minutes and time.time() - t_start > 60 * args.max_minutes:
+                log(out / "log.jsonl", {"phase": name, "step": offset + step, "stopped": "max_minutes"})
+                break
+            batch = to(next(batches), device)
+            for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                g["lr"] = lr * lr_factor(step, pc.get("warmup", 100), total)
+            if name == "vision":
+                tokens = visual(batch["pixel_values"])
+                loss, metrics = head(tokens, batch["targets"])
+                metrics["aux_loss"] = loss.detach()
+            else:
+                captured: list[torch.Tensor] = []
+                hook = visual.register_forward_hook(lambda m, i, o, store=captured: store.append(o))
+                try:
+                    lm_loss = model(
+                        input_ids=batch["input_ids"],
+                        attention_mask=batch["attention_mask"],
+                        labels=batch["labels"],
+                        pixel_values=batch.get("pixel_values"),
+                    ).loss
+                finally:
+                    hook.remove()
+                loss, metrics = lm_loss, {f"loss_{batch['kind']}": lm_loss.detach()}
+                if captured:
+                    aux, aux_metrics = head(captured[0], batch["targets"])
+                    loss = loss + pc.get("aux_weight", 0.5) * aux
+                    metrics.update(aux_metrics)
+                    metrics["aux_loss"] = aux.detach()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            optimizer.step()
+            for k, v in metrics.items():
+                window.setdefault(k, []).append(v)
+            done = step + 1
+            if done % cfg.get("log_every", 50) == 0 or done == total:
+                record = {"phase": name, "step": offset + done, "phase_step": done}
+                record.update({k: round(float(sum(v)) / len(v), 4) for k, v in window.items()})
+                lm = [x for k, v in window.items() if k.startswith("loss_") for x in v]
+                if lm:  # the language-model loss over all kinds: the learning curve of `qvl-agent eval --train-log`
+                    record["loss"] = round(float(sum(lm)) / len(lm), 4)
+                record["seconds"] = round(time.time() - t_start, 1)
+                log(out / "log.jsonl", record)
+                window = {}
+            if name == "joint" and (done % pc.get("eval_every", 1000) == 0 or done == total):
+                scores = quick_scores(model, tokenizer, pc.get("eval_per_task", 16))
+                log(
+                    out / "log.jsonl",
+                    {
+                        "phase": name,
+                        "step": offset + done,
+                        "phase_step": done,
+                        **scores,
+                        "seconds": round(time.time() - t_start, 1),
+                    },
+                )
+            if done % cfg.get("save_every", 500) == 0 or done == total:
+                ckpt = out / "checkpoint"
+                ckpt.mkdir(exist_ok=True)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "head": head.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "state": {
+                            "phase": phase_index + (done == total),
+                            "step": 0 if done == total else done,
+                        },
+                    },
+                    ckpt / "state.pt",
+                )
+        if args.time_steps:
+            n = len(steps)
+            per_step = (time.time() - t_phase) / max(1, n)
+            print(
+                json.dumps(
+                    {
+                        "phase": name,
+                        "timed_steps": n,
+                        "seconds_per_step": round(per_step, 3),
+                        "phase_hours": round(per_step * total / 3600, 2),
+                    }
+                ),
+                flush=True,
+            )
+        saved = None
+        state = {"phase": phase_index + 1, "step": 0}
+        if args.max_minutes and time.time() - t_start > 60 * args.max_minutes:
+            break
+    if args.time_steps:
+        return
+    scores = quick_scores(model, tokenizer, 2 * jcfg.get("eval_per_task", 16))
+    log(out / "log.jsonl", {"final": True, **scores, "seconds": round(time.time() - t_start, 1)})
+    model.save_pretrained(out / "final", safe_serialization=True)
+    tokenizer.save_pretrained(out / "final")
+    print(f"saved {out / 'final'} after {time.time() - t_start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
