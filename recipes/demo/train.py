@@ -188,6 +188,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--init", help="start from this checkpoint folder (overrides the config's init)")
     parser.add_argument("--time-steps", type=int, help="time this many steps of each phase, then stop")
     parser.add_argument("--max-minutes", type=float, help="stop early (and save final/) after this long")
     args = parser.parse_args()
@@ -200,13 +201,19 @@ def main() -> None:
     device = torch.device(args.device)
     seed = cfg.get("seed", 0)
 
-    model, tokenizer = build_model(
-        TrainConfig(output_dir=str(out), model_config=cfg["model_config"], seed=seed)
-    )
+    init = args.init or cfg.get("init")
+    if init:  # continue from a trained checkpoint (e.g. the previous run's final/)
+        path = Path(init) if Path(init).is_absolute() else HERE.parents[1] / init
+        model, tokenizer = build_model(TrainConfig(output_dir=str(out), model=str(path), seed=seed))
+        model.float()
+    else:
+        model, tokenizer = build_model(
+            TrainConfig(output_dir=str(out), model_config=cfg["model_config"], seed=seed)
+        )
     visual = model.transformer.visual
-    if cfg.get("spatial_init") is not None:
+    if cfg.get("spatial_init") is not None and not init:
         spatial_init(visual, **cfg["spatial_init"])
-    for layer in model.transformer.h[: cfg.get("similarity_init_layers", 0)]:
+    for layer in model.transformer.h[: 0 if init else cfg.get("similarity_init_layers", 0)]:
         # W_k = W_q: each head starts out attending to tokens that look like the one asking
         hidden = model.config.hidden_size
         with torch.no_grad():
@@ -253,10 +260,12 @@ def main() -> None:
             groups = [{"params": vision_params, "lr": pc["lr"]}]
             data = VisionData(seed, pc.get("scene", {}), processor, grid, pc["batch_size"])
         else:
-            groups = [
-                {"params": lm_params, "lr": pc["lr"]},
-                {"params": vision_params, "lr": pc["lr"] * pc["visual_lr_scale"]},
-            ]
+            groups = [{"params": lm_params, "lr": pc["lr"]}]
+            if pc["visual_lr_scale"] > 0:
+                groups.append({"params": vision_params, "lr": pc["lr"] * pc["visual_lr_scale"]})
+            else:  # vision side frozen: no gradients to compute
+                for p in vision_params:
+                    p.requires_grad_(False)
             spec = MixSpec(**pc["mix"])
             data = ChatData(
                 seed,
@@ -301,7 +310,7 @@ def main() -> None:
                 finally:
                     hook.remove()
                 loss, metrics = lm_loss, {f"loss_{batch['kind']}": lm_loss.detach()}
-                if captured:
+                if captured and pc.get("aux_weight", 0.5) > 0:
                     aux, aux_metrics = head(captured[0], batch["targets"])
                     loss = loss + pc.get("aux_weight", 0.5) * aux
                     metrics.update(aux_metrics)
