@@ -81,6 +81,8 @@ class Sample:
     conversations: list[dict[str, str]]
     images: dict[str, Image.Image]
     scenes: list[Scene]
+    #: the scene drawn in each picture; pictures made otherwise (e.g. a zoom tool's crop) have none
+    scene_of: dict[str, Scene] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """The fine-tuning JSON record (``id``, ``task``, ``conversations``)."""
@@ -96,6 +98,7 @@ class SampleBuilder:
         self.turns: list[dict[str, str]] = []
         self.images: dict[str, Image.Image] = {}
         self.scenes: list[Scene] = []
+        self.scene_of: dict[str, Scene] = {}
 
     def picture(self, scene: Scene | None, image: Image.Image | None = None, tag: str = "") -> str:
         """Register a picture; returns the path written inside ``<img>``."""
@@ -103,6 +106,7 @@ class SampleBuilder:
         self.images[path] = image if image is not None else render_scene(scene)  # type: ignore[arg-type]
         if scene is not None:
             self.scenes.append(scene)
+            self.scene_of[path] = scene
         return path
 
     def ask(self, question: str, answer: str) -> None:
@@ -324,7 +328,7 @@ def generate_sample(
             else:
                 qa = vqa_question(rng, scene, config)
             builder.ask((header if turn == 0 else "") + qa[0], qa[1])
-    return Sample(sample_id, task, builder.turns, builder.images, builder.scenes)
+    return Sample(sample_id, task, builder.turns, builder.images, builder.scenes, builder.scene_of)
 
 
 class SyntheticDataset:

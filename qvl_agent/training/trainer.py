@@ -282,6 +282,15 @@ def apply_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
 # --------------------------------------------------------------------------------------------- trainer
 
 
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning-rate factor of ``step``: linear warm-up over ``warmup`` steps, then cosine down to ``min_ratio``
+    at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class Trainer:
     """Runs (or resumes) a training run described by a :class:`TrainConfig`."""
 
@@ -349,10 +358,7 @@ class Trainer:
 
     def _lr_factor(self, step: int) -> float:
         c = self.config
-        if step < c.warmup_steps:
-            return (step + 1) / c.warmup_steps
-        progress = min(1.0, (step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps))
-        return c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return warmup_cosine(step, c.warmup_steps, c.max_steps, c.min_lr_ratio)
 
     # -- batches ----------------------------------------------------------------------------------------
 

@@ -13,13 +13,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
-
 from qvl_agent.data import react_samples
 from qvl_agent.data.scenes import Scene
 from qvl_agent.data.synthetic import (
     CAPTION_PROMPTS,
     DataConfig,
+    Sample,
     SampleBuilder,
     caption,
     grounding_question,
@@ -58,19 +57,6 @@ class MixSpec:
         return DataConfig.from_dict({"scene": self.scene, "coord_step": self.coord_step})
 
 
-@dataclass
-class DenseSample:
-    """A conversation and its pictures (the interface ``ConversationSource`` reads)."""
-
-    id: str
-    task: str
-    conversations: list[dict[str, str]]
-    images: dict[str, Image.Image]
-    scenes: list[Scene]
-    #: the scene drawn in each picture (pictures made by a tool, e.g. a zoomed crop, have none)
-    scene_of: dict[str, Scene] = field(default_factory=dict)
-
-
 def _choice(rng: random.Random, weights: dict[str, float]) -> str:
     names = [k for k, w in weights.items() if w > 0]
     return rng.choices(names, weights=[weights[k] for k in names])[0]
@@ -86,7 +72,7 @@ def single_question(rng: random.Random, scene: Scene, kind: str, config: DataCon
     return vqa_question(rng, scene, config)
 
 
-def dense_sample(index: int, split: str, seed: int, spec: MixSpec) -> DenseSample:
+def dense_sample(index: int, split: str, seed: int, spec: MixSpec) -> Sample:
     """Sample ``index`` of a stage's stream (``split`` keeps train and held-out streams apart)."""
     from qvl_agent.data.scenes import random_scene
 
@@ -105,7 +91,4 @@ def dense_sample(index: int, split: str, seed: int, spec: MixSpec) -> DenseSampl
         for turn in range(n_turns):
             question, answer = single_question(rng, scene, _choice(rng, spec.questions), config)
             out.ask((header if turn == 0 else "") + question, answer)
-    drawn = [path for path in out.images if not path.endswith("-zoom.png")]
-    return DenseSample(
-        out.id, kind, out.turns, out.images, out.scenes, dict(zip(drawn, out.scenes, strict=True))
-    )
+    return Sample(out.id, kind, out.turns, out.images, out.scenes, out.scene_of)

@@ -19,6 +19,8 @@ are measured with ``--time-steps N``. Writes ``OUT/log.jsonl``, ``OUT/checkpoint
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import math
 import random
@@ -39,7 +41,7 @@ from spatial_init import spatial_init  # noqa: E402
 
 from qvl_agent.data.scenes import SceneConfig, random_scene, render_scene  # noqa: E402
 from qvl_agent.training.encoding import collate, encode_conversation  # noqa: E402
-from qvl_agent.training.trainer import TrainConfig, build_model  # noqa: E402
+from qvl_agent.training.trainer import TrainConfig, build_model, warmup_cosine  # noqa: E402
 
 
 class VisionData(Dataset):
@@ -93,7 +95,7 @@ class ChatData(Dataset):
         """The mix of ``step``: the first curriculum entry with ``step < until``, else the base mix."""
         for entry in self.curriculum:
             if step < entry["until"]:
-                return MixSpec(**{**self.spec.__dict__, **{k: v for k, v in entry.items() if k != "until"}})
+                return dataclasses.replace(self.spec, **{k: v for k, v in entry.items() if k != "until"})
         return self.spec
 
     def __getitem__(self, step: int) -> dict[str, Any]:
@@ -101,7 +103,7 @@ class ChatData(Dataset):
         base = self.spec_at(step)
         kinds = list(base.kinds)
         kind = rng.choices(kinds, weights=[base.kinds[k] for k in kinds])[0]
-        spec = MixSpec(**{**base.__dict__, "kinds": {kind: 1.0}})
+        spec = dataclasses.replace(base, kinds={kind: 1.0})
         encoded, pictures, targets = [], [], []
         for j in range(self.batch):
             sample = dense_sample(step * self.batch + j, "train", self.seed, spec)
@@ -130,13 +132,6 @@ def loader(dataset: Dataset, start: int, workers: int) -> DataLoader:
     )
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     out = {}
     for k, v in batch.items():
@@ -156,17 +151,25 @@ def log(path: Path, record: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def quick_scores(model, tokenizer, per_task: int) -> dict[str, float]:
-    """Greedy answers to the first ``per_task`` held-out questions of each task, scored by ``qvl-agent eval``."""
-    from qvl_agent.backends import LocalQwenBackend
+@functools.cache
+def heldout_items(per_task: int) -> list[Any]:
+    """The first ``per_task`` held-out questions of each task (the split ``qvl-agent eval`` scores)."""
     from qvl_agent.training import evaluate
 
     items = evaluate.synthetic_items(300, seed=0)
-    chosen = [
+    return [
         i
         for t in ("grounding", "vqa", "multi-image", "tools")
         for i in [x for x in items if x.task == t][:per_task]
     ]
+
+
+def quick_scores(model, tokenizer, per_task: int) -> dict[str, float]:
+    """Greedy answers to :func:`heldout_items`, scored by ``qvl-agent eval``'s code."""
+    from qvl_agent.backends import LocalQwenBackend
+    from qvl_agent.training import evaluate
+
+    chosen = heldout_items(per_task)
     model.eval()
     backend = LocalQwenBackend(model, tokenizer, name="demo-train")
     results = [evaluate.run_item(backend, i, max_new_tokens=110 if i.task == "tools" else 60) for i in chosen]
@@ -292,7 +295,7 @@ def main() -> None:
                 break
             batch = to(next(batches), device)
             for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                g["lr"] = lr * lr_factor(step, pc.get("warmup", 100), total)
+                g["lr"] = lr * warmup_cosine(step, pc.get("warmup", 100), total, 0.1)
             if name == "vision":
                 tokens = visual(batch["pixel_values"])
                 loss, metrics = head(tokens, batch["targets"])

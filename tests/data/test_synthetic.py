@@ -135,3 +135,17 @@ def test_bad_config_is_rejected():
         DataConfig(task_weights={"dance": 1.0})
     with pytest.raises(ValueError, match="shapes"):
         SceneConfig(shapes=("hexagon",))
+
+
+def test_samples_map_each_drawn_picture_to_its_scene():
+    """``scene_of``: every rendered picture knows its scene; a tool's output picture (zoom crop) has none."""
+    from qvl_agent.data.synthetic import DataConfig, generate_sample
+
+    config = DataConfig(task_weights={"tools": 1.0, "multi_image": 1.0})
+    samples = [generate_sample(i, "train", 0, config) for i in range(40)]
+    zoomed = [s for s in samples if any(p.endswith("-zoom.png") for p in s.images)]
+    assert zoomed, "expected some zoom-tool samples"
+    for sample in samples:
+        drawn = [p for p in sample.images if not p.endswith("-zoom.png")]
+        assert list(sample.scene_of) == drawn
+        assert list(sample.scene_of.values()) == sample.scenes
