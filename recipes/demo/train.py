@@ -19,6 +19,7 @@ are measured with ``--time-steps N``. Writes ``OUT/log.jsonl``, ``OUT/checkpoint
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from attention_targets import AttentionSupervision, query_targets, stack_pairs, turn_objects  # noqa: E402
 from demo_data import MixSpec, dense_sample  # noqa: E402
 from dense_targets import DenseHead, scene_targets, stack_targets  # noqa: E402
 from spatial_init import spatial_init  # noqa: E402
@@ -83,8 +85,11 @@ class ChatData(Dataset):
         batch: int,
         max_length: int,
         curriculum: list[dict[str, Any]] | None = None,
+        attention_targets: int = 0,
     ):
+        """``attention_targets`` > 0: also emit :mod:`attention_targets` pairs (at most that many keys each)."""
         self.seed, self.spec, self.tokenizer, self.processor = seed, spec, tokenizer, processor
+        self.attention_targets = attention_targets
         self.curriculum = curriculum or []
         self.grid, self.batch, self.max_length = grid, batch, max_length
 
@@ -104,16 +109,30 @@ class ChatData(Dataset):
         kinds = list(base.kinds)
         kind = rng.choices(kinds, weights=[base.kinds[k] for k in kinds])[0]
         spec = dataclasses.replace(base, kinds={kind: 1.0})
-        encoded, pictures, targets = [], [], []
+        encoded, pictures, targets, pairs = [], [], [], []
         for j in range(self.batch):
             sample = dense_sample(step * self.batch + j, "train", self.seed, spec)
             enc = encode_conversation(self.tokenizer, sample.conversations, max_length=self.max_length)
             encoded.append(enc)
+            if self.attention_targets:
+                turns = turn_objects(sample, self.grid, spec.coord_step)
+                pairs.append(
+                    query_targets(
+                        enc.input_ids,
+                        enc.labels,
+                        enc.image_refs,
+                        turns,
+                        self.tokenizer,
+                        self.attention_targets,
+                    )
+                )
             for ref in enc.image_refs:
                 pictures.append(sample.images[ref])
                 targets.append(scene_targets(sample.scene_of.get(ref), self.grid))
         batch = collate(encoded, self.tokenizer.eod_id)
         batch["kind"] = kind
+        if self.attention_targets:
+            batch.update(stack_pairs(pairs, self.attention_targets))
         if pictures:
             batch["pixel_values"] = self.processor(pictures)
             batch["targets"] = stack_targets(targets)
@@ -279,7 +298,9 @@ def main() -> None:
                 pc["batch_size"],
                 pc.get("max_length", 2048),
                 pc.get("curriculum"),
+                pc.get("attention", {}).get("max_targets", 8) if pc.get("attention") else 0,
             )
+            attention = pc.get("attention")
         optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=pc.get("weight_decay", 0.01))
         base_lrs = [g["lr"] for g in groups]
         start = state["step"] if phase_index == state["phase"] else 0
@@ -303,16 +324,25 @@ def main() -> None:
             else:
                 captured: list[torch.Tensor] = []
                 hook = visual.register_forward_hook(lambda m, i, o, store=captured: store.append(o))
+                watch = (
+                    AttentionSupervision(model, attention["layers"], attention["head"]) if attention else None
+                )
                 try:
-                    lm_loss = model(
-                        input_ids=batch["input_ids"],
-                        attention_mask=batch["attention_mask"],
-                        labels=batch["labels"],
-                        pixel_values=batch.get("pixel_values"),
-                    ).loss
+                    with watch or contextlib.nullcontext():
+                        lm_loss = model(
+                            input_ids=batch["input_ids"],
+                            attention_mask=batch["attention_mask"],
+                            labels=batch["labels"],
+                            pixel_values=batch.get("pixel_values"),
+                        ).loss
                 finally:
                     hook.remove()
                 loss, metrics = lm_loss, {f"loss_{batch['kind']}": lm_loss.detach()}
+                if watch and batch["attn_query"].numel():
+                    attn_loss, attn_metrics = watch.loss(batch["attn_query"], batch["attn_keys"])
+                    loss = loss + attention["weight"] * attn_loss
+                    metrics.update(attn_metrics)
+                    metrics["attn_loss"] = attn_loss.detach()
                 if captured and pc.get("aux_weight", 0.5) > 0:
                     aux, aux_metrics = head(captured[0], batch["targets"])
                     loss = loss + pc.get("aux_weight", 0.5) * aux

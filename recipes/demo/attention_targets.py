@@ -1,0 +1,198 @@
+"""Attention supervision: tell one head where to look while the answer names or describes an object.
+
+Grounding fails when the language model cannot *bind* a name ("the yellow circle") to the image token that
+holds that object, even though the token carries its colour, shape and box (the dense head reads them). Here
+the binding is supervised directly: for every answer about particular objects (a box for a name, a name for a
+box, its colour, size, position, whether it exists, how many there are), the positions that predict the
+answer attend, in one head of a few chosen layers, to the image tokens of the cells holding those objects'
+centres. The loss is ``-log`` of the attention mass on those tokens. Nothing in the model changes; the head is
+only trained to do early what it would otherwise have to discover.
+
+:func:`turn_objects` reads which objects each assistant turn is about from the sample itself (its scenes and
+the question/answer text the generator wrote); :func:`query_targets` turns that into (row, query position,
+key positions) triples after encoding; :class:`AttentionSupervision` computes the loss from the inputs each
+supervised attention module receives.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from qvl_agent.data.scenes import Scene, SceneObject
+from qvl_agent.data.synthetic import Sample, plural, referring_expression
+
+BOX = re.compile(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>")
+PICTURE = re.compile(r"in Picture (\d)")
+
+
+def cell_of(scene: Scene, obj: SceneObject, grid: int) -> int:
+    """Index of the ``grid x grid`` cell (row-major) holding the centre of ``obj``."""
+    cx, cy = obj.center
+    col = min(int(cx / scene.width * grid), grid - 1)
+    row = min(int(cy / scene.height * grid), grid - 1)
+    return row * grid + col
+
+
+def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneObject]:
+    """The objects of ``scene`` a single-picture question (or its answer's box) is about."""
+    shapes = [o for o in scene.objects if not o.is_text]
+    if m := BOX.search(question):
+        box = tuple(int(v) for v in m.groups())
+        return [o for o in scene.objects if scene.norm_box(o, coord_step) == box]
+    if m := re.match(r"What colour is the (\w+)", question):
+        return [o for o in shapes if o.shape == m[1]]
+    if m := re.match(r"What shape is the (\w+) object", question):
+        return [o for o in shapes if o.colour == m[1]]
+    if m := re.match(r"What word is written in (\w+)", question):
+        return [o for o in scene.objects if o.is_text and o.colour == m[1]]
+    if m := re.match(r"(?:Where is|How big is) (.+?)\?", question):
+        return [o for o in scene.objects if referring_expression(scene, o) == m[1]]
+    if m := re.match(r"(?:Is there|Which picture has) a (\w+) (\w+)\?", question):
+        return [o for o in scene.objects if o.colour == m[1] and o.shape == m[2]]
+    if m := re.match(r"How many (\w+) shapes are", question):
+        return [o for o in shapes if o.colour == m[1]]
+    if question.startswith("How many objects are"):
+        return list(scene.objects)
+    if m := re.match(r"How many (\w+) are", question):
+        return [o for o in scene.objects if plural(o.shape) == m[1]]
+    return []
+
+
+def turn_objects(sample: Sample, grid: int, coord_step: int = 1) -> list[list[tuple[str, int]]]:
+    """For each assistant turn: the ``(picture path, cell)`` of every object it is about (empty: none)."""
+    pictures = [p for p in sample.images if p in sample.scene_of]
+    out: list[list[tuple[str, int]]] = []
+    for i in range(0, len(sample.conversations) - 1, 2):
+        question = sample.conversations[i]["value"].rsplit("</img>\n", 1)[-1]
+        answer = sample.conversations[i + 1]["value"]
+        if sample.task == "tools" or not pictures:
+            out.append([])
+            continue
+        # a grounding answer's box names its object exactly; otherwise the question says what it is about
+        text = answer if BOX.search(answer) and not BOX.search(question) else question
+        if m := PICTURE.search(question):
+            chosen = [pictures[int(m[1]) - 1]] if int(m[1]) <= len(pictures) else []
+        elif question.startswith("Which picture has a"):
+            chosen = pictures
+        else:
+            chosen = pictures[:1] if len(pictures) == 1 else []
+        targets = []
+        for path in chosen:
+            scene = sample.scene_of[path]
+            targets += [(path, cell_of(scene, o, grid)) for o in _objects_named(text, scene, coord_step)]
+        out.append(targets)
+    return out
+
+
+def query_targets(
+    input_ids: list[int],
+    labels: list[int],
+    image_refs: list[str],
+    turns: list[list[tuple[str, int]]],
+    tokenizer,
+    max_targets: int,
+) -> list[tuple[int, list[int]]]:
+    """``(query position, key positions)`` pairs of one encoded conversation.
+
+    The query positions are those predicting the answer tokens of a turn about objects (for a grounding
+    answer, only those predicting ``<box>(x1,y1),(x2,y2)</box>``); the keys are the image tokens of its objects.
+    """
+    span_start: dict[str, int] = {}
+    i = 0
+    for ref in image_refs:
+        i = input_ids.index(tokenizer.img_start_id, i)
+        span_start.setdefault(ref, i + 1)  # image token k sits at <img> + 1 + k
+        i += 1
+    runs, start = [], None
+    for pos, label in enumerate([*labels, -100]):
+        if label != -100 and start is None:
+            start = pos
+        elif label == -100 and start is not None:
+            runs.append((start, pos))
+            start = None
+    ref_end = tokenizer.special_tokens["</ref>"]
+    box_end = tokenizer.special_tokens["</box>"]
+    pairs: list[tuple[int, list[int]]] = []
+    for (first, stop), objects in zip(runs, turns, strict=False):
+        keys = sorted({span_start[path] + cell for path, cell in objects if path in span_start})
+        if not keys or len(keys) > max_targets:
+            continue
+        answer = input_ids[first:stop]
+        if ref_end in answer and box_end in answer:
+            queries = range(first + answer.index(ref_end), first + answer.index(box_end))
+        else:
+            queries = range(first - 1, stop - 2)  # predicting the answer, not the closing <|im_end|>
+        pairs += [(q, keys) for q in queries if q > max(keys)]
+    return pairs
+
+
+def stack_pairs(rows: list[list[tuple[int, list[int]]]], max_targets: int) -> dict[str, torch.Tensor]:
+    """Batch tensors: ``attn_query`` [N, 2] (row, position) and ``attn_keys`` [N, max_targets] (-1 = none)."""
+    queries = [(r, q) for r, pairs in enumerate(rows) for q, _ in pairs]
+    keys = torch.full((len(queries), max_targets), -1, dtype=torch.long)
+    n = 0
+    for pairs in rows:
+        for _, k in pairs:
+            keys[n, : len(k)] = torch.tensor(k)
+            n += 1
+    return {"attn_query": torch.tensor(queries, dtype=torch.long).reshape(-1, 2), "attn_keys": keys}
+
+
+class AttentionSupervision:
+    """Captures what the chosen attention modules receive and scores where one head looks.
+
+    Use as a context manager around the forward pass, then call :meth:`loss` with the batch's
+    ``attn_query``/``attn_keys``.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[int], head: int) -> None:
+        self.blocks = [model.transformer.h[i].attn for i in layers]
+        self.head = head
+        self.inputs: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = []
+        self.hooks: list = []
+
+    def __enter__(self) -> AttentionSupervision:
+        self.inputs = []
+        self.hooks = [b.register_forward_pre_hook(self._capture) for b in self.blocks]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.hooks:
+            h.remove()
+
+    def _capture(self, module: nn.Module, args: tuple) -> None:
+        self.inputs.append((args[0], args[1]))
+
+    def log_attention(self, query: torch.Tensor) -> list[torch.Tensor]:
+        """Per supervised layer: the head's log attention [N, S] at ``query`` (rows, positions; row-major)."""
+        from qvl_agent.model.modeling_qwen import apply_rotary
+
+        rows, positions = query[:, 0], query[:, 1]
+        out = []
+        for attn, (hidden, (cos, sin)) in zip(self.blocks, self.inputs, strict=True):
+            d, h = attn.head_dim, self.head
+            weight, bias = attn.c_attn.weight, attn.c_attn.bias
+            k_off = attn.hidden_size + h * d
+            q = hidden[rows, positions] @ weight[h * d : (h + 1) * d].T + bias[h * d : (h + 1) * d]
+            q = apply_rotary(q[:, None, None], cos[rows, positions][:, None], sin[rows, positions][:, None])
+            k = hidden @ weight[k_off : k_off + d].T + bias[k_off : k_off + d]
+            k = apply_rotary(k[:, :, None], cos, sin)[:, :, 0]  # [B, S, d]
+            # row by row: [N, S] without an [N, S, d] gather
+            logits = torch.cat([q[rows == r, 0, 0] @ k[r].T for r in range(k.shape[0])]) * attn.scale
+            seq = torch.arange(k.shape[1], device=k.device)
+            out.append(logits.masked_fill(seq[None] > positions[:, None], float("-inf")).log_softmax(-1))
+        return out
+
+    def loss(self, query: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean ``-log`` attention mass on the target keys (``-1``: none), over queries and supervised layers."""
+        if query.numel() == 0:
+            return self.inputs[0][0].sum() * 0.0, {}
+        total, mass = 0.0, []
+        for log_p in self.log_attention(query):
+            on_target = log_p.gather(1, keys.clamp(min=0)).masked_fill(keys < 0, float("-inf")).logsumexp(-1)
+            total = total - on_target.mean()
+            mass.append(on_target.detach().exp().mean())
+        return total / len(self.blocks), {"attn_mass": sum(mass) / len(mass)}

@@ -1,0 +1,173 @@
+"""The demo recipe's attention supervision (``recipes/demo/attention_targets.py``) points at the right tokens.
+
+Three things must hold for the loss to teach binding rather than noise: each turn's objects are the ones its
+question/answer names; the query and key positions land on the answer's box tokens and on the image tokens of
+those objects' cells; and the attention it scores is the attention the model really computes.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo"
+sys.path.insert(0, str(RECIPE))
+
+from attention_targets import (  # noqa: E402
+    BOX,
+    AttentionSupervision,
+    query_targets,
+    stack_pairs,
+    turn_objects,
+)
+from demo_data import MixSpec, dense_sample  # noqa: E402
+
+from qvl_agent.training.encoding import collate, encode_conversation  # noqa: E402
+from qvl_agent.training.trainer import TrainConfig, build_model  # noqa: E402
+
+GRID = 8
+SMALL = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "kv_channels": 16,
+    "intermediate_size": 64,
+    "seq_length": 2048,
+    "visual": {
+        "heads": 2,
+        "image_size": 64,
+        "layers": 1,
+        "mlp_ratio": 2.0,
+        "output_dim": 32,
+        "patch_size": 8,
+        "width": 16,
+        "n_queries": GRID * GRID,
+    },
+}
+
+
+def samples(questions: dict[str, float], kinds: dict[str, float] | None = None, n: int = 20):
+    spec = MixSpec(kinds=kinds or {"single": 1.0}, questions=questions, min_turns=3, max_turns=5)
+    return [dense_sample(i, "train", 7, spec) for i in range(n)]
+
+
+def test_a_grounding_turn_targets_the_cell_holding_the_centre_of_its_answer_box() -> None:
+    checked = 0
+    for sample in samples({"grounding": 1.0}):
+        for turn, targets in enumerate(turn_objects(sample, GRID)):
+            answer = sample.conversations[2 * turn + 1]["value"]
+            if not (m := BOX.search(answer)):
+                continue
+            x1, y1, x2, y2 = (int(v) for v in m.groups())
+            assert len(targets) == 1, answer
+            path, cell = targets[0]
+            assert path == next(iter(sample.images))
+            row, col = divmod(cell, GRID)
+            # from the box text alone (coordinates in [0,1000)); rounding may move a centre on a cell edge by one
+            assert abs(row - (y1 + y2) / 2000 * GRID) <= 1 and abs(col - (x1 + x2) / 2000 * GRID) <= 1
+            checked += 1
+    assert checked >= 40
+
+
+def test_questions_about_no_particular_object_have_no_targets_and_counts_target_every_match() -> None:
+    seen = set()
+    for sample in samples({"vqa": 1.0, "caption": 0.3}, n=40):
+        scene = next(iter(sample.scene_of.values()))
+        for turn, targets in enumerate(turn_objects(sample, GRID)):
+            question = sample.conversations[2 * turn]["value"].rsplit("</img>\n", 1)[-1]
+            if question.startswith("How many objects"):
+                assert len(targets) == len(scene.objects)
+                seen.add("count")
+            elif question.startswith(("Describe", "What is in this picture")):
+                assert targets == []
+                seen.add("caption")
+            elif question.startswith("Is there"):
+                assert (len(targets) > 0) == (sample.conversations[2 * turn + 1]["value"] == "yes")
+                seen.add("exists")
+    assert seen == {"count", "caption", "exists"}
+
+
+def test_two_picture_questions_target_the_picture_they_name() -> None:
+    checked = 0
+    for sample in samples({"vqa": 1.0}, kinds={"multi": 1.0}):
+        paths = list(sample.images)
+        for turn, targets in enumerate(turn_objects(sample, GRID)):
+            question = sample.conversations[2 * turn]["value"]
+            if m := re.search(r"in Picture (\d)", question):
+                assert {p for p, _ in targets} <= {paths[int(m[1]) - 1]}
+                checked += bool(targets)
+    assert checked >= 10
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    model, tokenizer = build_model(
+        TrainConfig(output_dir=str(tmp_path_factory.mktemp("m")), model_config=SMALL)
+    )
+    return model.float(), tokenizer
+
+
+def encoded_batch(tokenizer, questions):
+    rows, encoded, pictures = [], [], []
+    for sample in samples(questions, n=3):
+        enc = encode_conversation(tokenizer, sample.conversations)
+        encoded.append(enc)
+        pictures += [sample.images[r] for r in enc.image_refs]
+        rows.append(
+            query_targets(enc.input_ids, enc.labels, enc.image_refs, turn_objects(sample, GRID), tokenizer, 8)
+        )
+    return encoded, pictures, rows
+
+
+def test_queries_predict_the_box_and_keys_sit_inside_the_image_span(tiny_model) -> None:
+    _, tokenizer = tiny_model
+    encoded, _, rows = encoded_batch(tokenizer, {"grounding": 1.0})
+    ref_end, box_end = tokenizer.special_tokens["</ref>"], tokenizer.special_tokens["</box>"]
+    for enc, pairs in zip(encoded, rows, strict=True):
+        ids = enc.input_ids
+        # every box the assistant writes: the tokens after </ref> up to and including </box>
+        box_tokens = {
+            p
+            for i, t in enumerate(ids)
+            if t == ref_end and enc.labels[i] != -100
+            for p in range(i + 1, ids.index(box_end, i) + 1)
+        }
+        assert box_tokens and {q + 1 for q, _ in pairs} == box_tokens
+        start = ids.index(tokenizer.img_start_id)
+        for _, keys in pairs:
+            assert len(keys) == 1 and start < keys[0] <= start + GRID * GRID
+
+
+def test_the_scored_attention_is_the_attention_the_model_computes(tiny_model) -> None:
+    model, tokenizer = tiny_model
+    encoded, pictures, rows = encoded_batch(tokenizer, {"grounding": 1.0, "vqa": 1.0})
+    batch = collate(encoded, tokenizer.eod_id)
+    tensors = stack_pairs(rows, 8)
+    head = 1
+    watch = AttentionSupervision(model, [1], head)
+    mixed: list[torch.Tensor] = []  # the heads' outputs, before c_proj mixes them
+    hook = model.transformer.h[1].attn.c_proj.register_forward_pre_hook(lambda m, a: mixed.append(a[0]))
+    with torch.no_grad(), watch:
+        model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=model.transformer.visual.image_processor(pictures),
+        )
+    hook.remove()
+    (log_p,) = watch.log_attention(tensors["attn_query"])
+    attn = model.transformer.h[1].attn
+    hidden = watch.inputs[0][0]
+    d = attn.head_dim
+    v_w = attn.c_attn.weight[2 * attn.hidden_size + head * d :][:d]
+    v_b = attn.c_attn.bias[2 * attn.hidden_size + head * d :][:d]
+    values = hidden @ v_w.T + v_b  # [B, S, d]
+    r, q = tensors["attn_query"][:, 0], tensors["attn_query"][:, 1]
+    rebuilt = torch.einsum("ns,nsd->nd", log_p.exp(), values[r])
+    torch.testing.assert_close(rebuilt, mixed[0][r, q, head * d : (head + 1) * d], atol=1e-5, rtol=1e-4)
+    loss, metrics = watch.loss(tensors["attn_query"], tensors["attn_keys"])
+    assert loss.item() > 0 and 0 < metrics["attn_mass"].item() < 1
