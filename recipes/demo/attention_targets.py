@@ -19,21 +19,15 @@ from __future__ import annotations
 import re
 
 import torch
+from dense_targets import cell_of
 from torch import nn
 
 from qvl_agent.data.scenes import Scene, SceneObject
 from qvl_agent.data.synthetic import Sample, plural, referring_expression
+from qvl_agent.training.encoding import IGNORE_INDEX
 
 BOX = re.compile(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>")
 PICTURE = re.compile(r"in Picture (\d)")
-
-
-def cell_of(scene: Scene, obj: SceneObject, grid: int) -> int:
-    """Index of the ``grid x grid`` cell (row-major) holding the centre of ``obj``."""
-    cx, cy = obj.center
-    col = min(int(cx / scene.width * grid), grid - 1)
-    row = min(int(cy / scene.height * grid), grid - 1)
-    return row * grid + col
 
 
 def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneObject]:
@@ -107,10 +101,10 @@ def query_targets(
         span_start.setdefault(ref, i + 1)  # image token k sits at <img> + 1 + k
         i += 1
     runs, start = [], None
-    for pos, label in enumerate([*labels, -100]):
-        if label != -100 and start is None:
+    for pos, label in enumerate([*labels, IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
             start = pos
-        elif label == -100 and start is not None:
+        elif label == IGNORE_INDEX and start is not None:
             runs.append((start, pos))
             start = None
     ref_end = tokenizer.special_tokens["</ref>"]

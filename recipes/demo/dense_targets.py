@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qvl_agent.data.scenes import COLOURS, SHAPES, SIZES, WORDS, Scene
+from qvl_agent.data.scenes import COLOURS, SHAPES, SIZES, WORDS, Scene, SceneObject
 
 COLOUR_IDS = {c: i for i, c in enumerate(COLOURS)}
 SHAPE_IDS = {s: i for i, s in enumerate((*SHAPES, "text"))}
@@ -31,6 +31,14 @@ CLASSES = (
 IGNORE = -100
 
 
+def cell_of(scene: Scene, obj: SceneObject, grid: int) -> int:
+    """Index of the ``grid x grid`` cell (row-major) holding the centre of ``obj``."""
+    cx, cy = obj.center
+    col = min(int(cx / scene.width * grid), grid - 1)
+    row = min(int(cy / scene.height * grid), grid - 1)
+    return row * grid + col
+
+
 def scene_targets(scene: Scene | None, grid: int) -> dict[str, torch.Tensor]:
     """Targets of one picture on a ``grid x grid`` cell map (all ignored for a picture without a scene)."""
     cells = grid * grid
@@ -40,10 +48,7 @@ def scene_targets(scene: Scene | None, grid: int) -> dict[str, torch.Tensor]:
     if scene is None:
         return out
     for obj in scene.objects:
-        cx, cy = obj.center
-        col = min(int(cx / scene.width * grid), grid - 1)
-        row = min(int(cy / scene.height * grid), grid - 1)
-        k = row * grid + col
+        k = cell_of(scene, obj, grid)
         box = scene.norm_box(obj)
         out["objectness"][k] = 1.0
         out["box"][k] = torch.tensor(box, dtype=torch.float32) / 1000.0

@@ -298,9 +298,9 @@ def main() -> None:
                 pc["batch_size"],
                 pc.get("max_length", 2048),
                 pc.get("curriculum"),
-                pc.get("attention", {}).get("max_targets", 8) if pc.get("attention") else 0,
+                attention.get("max_targets", 8) if (attention := pc.get("attention")) else 0,
             )
-            attention = pc.get("attention")
+            watch = AttentionSupervision(model, attention["layers"], attention["head"]) if attention else None
         optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=pc.get("weight_decay", 0.01))
         base_lrs = [g["lr"] for g in groups]
         start = state["step"] if phase_index == state["phase"] else 0
@@ -324,9 +324,6 @@ def main() -> None:
             else:
                 captured: list[torch.Tensor] = []
                 hook = visual.register_forward_hook(lambda m, i, o, store=captured: store.append(o))
-                watch = (
-                    AttentionSupervision(model, attention["layers"], attention["head"]) if attention else None
-                )
                 try:
                     with watch or contextlib.nullcontext():
                         lm_loss = model(
