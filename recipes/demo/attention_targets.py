@@ -3,9 +3,10 @@
 Grounding fails when the language model cannot *bind* a name ("the yellow circle") to the image token that
 holds that object, even though the token carries its colour, shape and box (the dense head reads them). Here
 the binding is supervised directly: for every answer about particular objects (a box for a name, a name for a
-box, its colour, size, position, whether it exists, how many there are), the positions that predict the
-answer attend, in one head of a few chosen layers, to the image tokens of the cells holding those objects'
-centres. The loss is ``-log`` of the attention mass on those tokens. Nothing in the model changes; the head is
+box, its colour, size, position, whether it exists, how many there are, which picture has it; in a ReAct
+episode, the tiny object to zoom on or the shapes to count before calling the calculator), the positions that
+predict the answer (for a tool episode, its call) attend, in one head of a few chosen layers, to the image
+tokens of the cells holding those objects' centres. The loss is ``-log`` of the attention mass on those tokens. Nothing in the model changes; the head is
 only trained to do early what it would otherwise have to discover.
 
 :func:`turn_objects` reads which objects each assistant turn is about from the sample itself (its scenes and
@@ -23,7 +24,7 @@ from dense_targets import cell_of
 from torch import nn
 
 from qvl_agent.data.scenes import Scene, SceneObject
-from qvl_agent.data.synthetic import Sample, plural, referring_expression
+from qvl_agent.data.synthetic import Sample, plural, referring_expression, where
 from qvl_agent.training.encoding import IGNORE_INDEX
 
 BOX = re.compile(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>")
@@ -33,6 +34,14 @@ PICTURE = re.compile(r"in Picture (\d)")
 def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneObject]:
     """The objects of ``scene`` a single-picture question (or its answer's box) is about."""
     shapes = [o for o in scene.objects if not o.is_text]
+    if m := re.match(r"What (?:shape is the tiny object|does the tiny word) (.+?)(?: say)?\?", question):
+        return [o for o in scene.objects if o.size == "tiny" and where(scene.position_of(o)) == m[1]]
+    if m := re.match(r"Each (\w+) is worth \d+ points and each (\w+) is worth", question):
+        return [o for o in shapes if o.shape in (m[1], m[2])]
+    if question.startswith(("Multiply the number of objects", "Which picture has more objects")):
+        return list(scene.objects)
+    if m := re.match(r"Which picture has more (\w+)\?", question):
+        return [o for o in shapes if plural(o.shape) == m[1]]
     if m := BOX.search(question):
         box = tuple(int(v) for v in m.groups())
         return [o for o in scene.objects if scene.norm_box(o, coord_step) == box]
@@ -62,15 +71,15 @@ def turn_objects(sample: Sample, grid: int, coord_step: int = 1) -> list[list[tu
     for i in range(0, len(sample.conversations) - 1, 2):
         question = sample.conversations[i]["value"].rsplit("</img>\n", 1)[-1]
         answer = sample.conversations[i + 1]["value"]
-        if sample.task == "tools" or not pictures:
+        if not pictures:
             out.append([])
             continue
         # a grounding answer's box names its object exactly; otherwise the question says what it is about
         text = answer if BOX.search(answer) and not BOX.search(question) else question
-        if m := PICTURE.search(question):
-            chosen = [pictures[int(m[1]) - 1]] if int(m[1]) <= len(pictures) else []
-        elif question.startswith("Which picture has a"):
+        if question.startswith(("Which picture has", "Multiply the number")):
             chosen = pictures
+        elif m := PICTURE.search(question):
+            chosen = [pictures[int(m[1]) - 1]] if int(m[1]) <= len(pictures) else []
         else:
             chosen = pictures[:1] if len(pictures) == 1 else []
         targets = []
@@ -110,16 +119,22 @@ def query_targets(
     ref_end = tokenizer.special_tokens["</ref>"]
     box_end = tokenizer.special_tokens["</box>"]
     pairs: list[tuple[int, list[int]]] = []
-    for (first, stop), objects in zip(runs, turns, strict=False):
-        keys = sorted({span_start[path] + cell for path, cell in objects if path in span_start})
-        if not keys or len(keys) > max_targets:
-            continue
-        answer = input_ids[first:stop]
-        if ref_end in answer and box_end in answer:
-            queries = range(first + answer.index(ref_end), first + answer.index(box_end))
-        else:
-            queries = range(first - 1, stop - 2)  # predicting the answer, not the closing <|im_end|>
-        pairs += [(q, keys) for q in queries if q > max(keys)]
+    turn, opens_turn = 0, True
+    for first, stop in runs:
+        if turn >= len(turns):
+            break
+        ends_turn = labels[stop - 1] == tokenizer.im_end_id
+        # a ReAct answer is split by its masked observation: only the run before it (the call) is supervised
+        keys = sorted({span_start[path] + cell for path, cell in turns[turn] if path in span_start})
+        if opens_turn and keys and len(keys) <= max_targets:
+            answer = input_ids[first:stop]
+            if ref_end in answer and box_end in answer:
+                queries = range(first + answer.index(ref_end), first + answer.index(box_end))
+            else:  # predicting the answer, not the closing <|im_end|>
+                queries = range(first - 1, stop - 2 if ends_turn else stop - 1)
+            pairs += [(q, keys) for q in queries if q > max(keys)]
+        opens_turn = ends_turn
+        turn += ends_turn
     return pairs
 
 

@@ -103,6 +103,60 @@ def test_two_picture_questions_target_the_picture_they_name() -> None:
     assert checked >= 10
 
 
+def test_tool_episodes_target_the_tiny_object_to_zoom_on_and_the_shapes_to_count() -> None:
+    from qvl_agent.data.synthetic import where
+
+    seen = set()
+    for sample in samples({"vqa": 1.0}, kinds={"tools": 1.0}, n=60):
+        scenes = [sample.scene_of[p] for p in sample.images if p in sample.scene_of]
+        (targets,) = turn_objects(sample, GRID)
+        question = sample.conversations[0]["value"].rsplit("</img>\n", 1)[-1]
+        cells = sorted(c for _, c in targets)
+        if m := re.match(r"What (?:shape is the tiny object|does the tiny word) (.+?)(?: say)?\?", question):
+            # exactly the one tiny object the episode zooms on (the generator asks only about a unique one)
+            tiny = [
+                o for o in scenes[0].objects if o.size == "tiny" and where(scenes[0].position_of(o)) == m[1]
+            ]
+            assert len(tiny) == 1 and len(targets) == 1
+            x1, y1, x2, y2 = tiny[0].box
+            row, col = divmod(cells[0], GRID)
+            centre = ((y1 + y2) / 2 / scenes[0].height * GRID, (x1 + x2) / 2 / scenes[0].width * GRID)
+            assert abs(row - centre[0]) <= 1 and abs(col - centre[1]) <= 1
+            seen.add("zoom")
+        elif m := re.match(r"Each (\w+) is worth", question):
+            shapes = re.findall(r"each (\w+) is worth", question, flags=re.I)
+            assert len(targets) == sum(o.shape in shapes and not o.is_text for o in scenes[0].objects)
+            seen.add("points")
+        elif question.startswith("Multiply the number of objects"):
+            assert {p for p, _ in targets} <= set(sample.images) and len(targets) == sum(
+                len(s.objects) for s in scenes
+            )
+            seen.add("multiply")
+    assert seen == {"zoom", "points", "multiply"}
+
+
+def test_only_the_call_of_a_react_answer_is_supervised_not_the_observation_or_final_answer(
+    tiny_model,
+) -> None:
+    _, tokenizer = tiny_model
+    checked = 0
+    for sample in samples({"vqa": 1.0}, kinds={"tools": 1.0}, n=30):
+        enc = encode_conversation(tokenizer, sample.conversations)
+        pairs = query_targets(
+            enc.input_ids, enc.labels, enc.image_refs, turn_objects(sample, GRID), tokenizer, 8
+        )
+        answer = sample.conversations[1]["value"]
+        if not pairs or "\nObservation:" not in answer:
+            continue
+        predicted = tokenizer.decode([enc.input_ids[q + 1] for q, _ in pairs])
+        # the call, up to the "Observation:" the model writes to hand over to the tool
+        call = answer.split("\nObservation:")[0] + "\nObservation:"
+        assert predicted == call
+        assert "Final Answer" not in predicted
+        checked += 1
+    assert checked >= 5
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     torch.manual_seed(0)
