@@ -8,6 +8,9 @@ checkpoints, are ignored: nothing from the folder is ever imported or executed b
 Auto classes as long as ``trust_remote_code`` is not set. (With an explicit ``trust_remote_code=True``,
 ``AutoConfig``/``AutoModel*`` still use our registered classes, but transformers' ``AutoTokenizer`` would import
 the folder's ``tokenization_qwen.py`` -- so don't pass it; it is never needed.)
+
+A LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, as ``qvl-agent train --lora
+--no-merge`` writes) loads too: its base checkpoint is loaded and the adapter merged into it (needs ``peft``).
 """
 
 from __future__ import annotations
@@ -145,7 +148,10 @@ def load_model(
     Raises :class:`CheckpointNotFoundError` for a missing folder/file and :class:`CheckpointLoadError` for a
     folder that is not a Qwen-VL checkpoint (other ``model_type``), has unreadable weights, or weights that are
     missing or shaped unlike its config -- never a silently half-initialised model.
+    A LoRA adapter folder gives its base checkpoint with the adapter merged in.
     """
+    if str(path_or_name) != "demo" and is_adapter_folder(path_or_name):
+        return _load_adapter(Path(path_or_name).expanduser(), dtype=dtype, device=device)
     path = resolve_checkpoint(path_or_name)
     torch_dtype = _as_dtype(dtype)
     target = _device(device) if device is not None else None
@@ -190,10 +196,52 @@ def load_model(
     return model, tokenizer
 
 
+def is_adapter_folder(path: str | os.PathLike[str]) -> bool:
+    """True for a LoRA adapter folder (``adapter_config.json``, no ``config.json``): ``final/`` of ``--no-merge``."""
+    path = Path(path).expanduser()
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def _load_adapter(path: Path, **options) -> tuple[QWenLMHeadModel, QWenTokenizer]:
+    """The adapter's base checkpoint with the adapter merged in (eval mode).
+
+    The base is ``base_model_name_or_path`` of ``adapter_config.json``: absolute, or relative to the working
+    directory or to the adapter folder.
+    """
+    try:
+        base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))[
+            "base_model_name_or_path"
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointLoadError(f"{str(path)!r}: not a readable LoRA adapter folder ({exc})") from None
+    candidates = [Path(base)] if Path(base).is_absolute() else [Path(base), path / base]
+    found = next((c for c in candidates if (c / "config.json").is_file()), None)
+    if found is None:
+        raise CheckpointNotFoundError(
+            f"{str(path)!r}: the adapter's base checkpoint {base!r} is not a checkpoint folder here"
+        )
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise CheckpointLoadError(
+            f"{str(path)!r} is a LoRA adapter folder: loading it needs peft (pip install 'qvl-agent[train]')"
+        ) from None
+    model, tokenizer = load_model(found, **options)
+    try:
+        adapted = PeftModel.from_pretrained(model, str(path))
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
+        raise CheckpointLoadError(
+            f"cannot apply the LoRA adapter {str(path)!r} to {str(found)!r}: {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no details'}"
+        ) from err
+    return adapted.merge_and_unload().eval(), tokenizer
+
+
 __all__ = [
     "CheckpointLoadError",
     "CheckpointNotFoundError",
     "demo_checkpoint_dir",
+    "is_adapter_folder",
     "load_model",
     "register_auto_classes",
     "resolve_checkpoint",

@@ -15,14 +15,6 @@ def resolve_backend(spec: str) -> Any:
     """A ModelBackend for ``demo``, a checkpoint directory, or an OpenAI-compatible server URL."""
     if spec.startswith(("http://", "https://")):
         spec = "openai+" + spec
-    from qvl_agent.training.trainer import is_adapter_folder
-
-    if is_adapter_folder(spec):  # final/ of ``train --lora --no-merge``: merged into its base here
-        from qvl_agent.backends import LocalQwenBackend
-        from qvl_agent.training.trainer import load_adapter
-
-        model, tokenizer = load_adapter(spec)
-        return LocalQwenBackend(model, tokenizer, name=spec)
     try:
         from qvl_agent.plugins import resolve_model
     except ImportError:  # plugin system not available: local checkpoints only

@@ -557,37 +557,6 @@ def _pin_adapter_base(path: Path, config: TrainConfig) -> None:
     file.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
 
 
-def is_adapter_folder(path: str | Path) -> bool:
-    """True for a LoRA adapter folder (``adapter_config.json``, no ``config.json``): ``final/`` of ``--no-merge``."""
-    path = Path(path)
-    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
-
-
-def load_adapter(path: str | Path):
-    """``(model, tokenizer)`` of a LoRA adapter folder merged into its base checkpoint (eval mode).
-
-    The base is ``base_model_name_or_path`` of ``adapter_config.json`` (absolute, or relative to the working
-    directory or to the adapter folder).
-    """
-    from peft import PeftModel
-
-    from qvl_agent.model import load_model
-
-    path = Path(path)
-    try:
-        base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))[
-            "base_model_name_or_path"
-        ]
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: not a readable LoRA adapter folder ({exc})") from None
-    candidates = [Path(base)] if Path(base).is_absolute() else [Path(base), path / base]
-    found = next((c for c in candidates if (c / "config.json").is_file()), None)
-    if found is None:
-        raise InputError(f"{path}: the adapter's base checkpoint {base!r} is not a checkpoint folder here")
-    model, tokenizer = load_model(str(found))
-    return PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval(), tokenizer
-
-
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The ``checkpoint-N`` folder with the highest N, or None."""
     found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_FILE).exists()]

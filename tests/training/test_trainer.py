@@ -160,11 +160,15 @@ def test_lora_adapters_save_load_and_merge(tmp_path, data_file):
         assert not torch.allclose(base_plain.eval()(**batch).logits, adapted, atol=1e-4)
 
 
-def test_unmerged_lora_final_is_loadable_by_eval_from_anywhere(tmp_path, data_file, monkeypatch):
-    """``--lora --no-merge``: final/ holds only the adapter; ``qvl-agent eval`` merges it into its base, even
-    when the base was given as a relative path and eval runs from another folder."""
+def test_unmerged_lora_final_is_loadable_by_load_model_and_eval_from_anywhere(
+    tmp_path, data_file, monkeypatch
+):
+    """``--lora --no-merge``: final/ holds only the adapter; ``load_model`` (so ``serve``, ``chat``, the console)
+    and ``qvl-agent eval`` merge it into its base, even when the base was given as a relative path and they run
+    from another folder."""
+    from qvl_agent.model import load_model
+    from qvl_agent.model.loading import CheckpointNotFoundError, is_adapter_folder
     from qvl_agent.training.eval_cli import resolve_backend
-    from qvl_agent.training.trainer import is_adapter_folder
 
     Trainer(config(tmp_path / "base", data_file, max_steps=1), progress=False).train()
     monkeypatch.chdir(tmp_path)
@@ -190,8 +194,20 @@ def test_unmerged_lora_final_is_loadable_by_eval_from_anywhere(tmp_path, data_fi
         adapted = lora.model.eval()(**batch).logits
     monkeypatch.chdir(tmp_path / "lora")  # elsewhere: "base/run/final" no longer resolves from here
     backend = resolve_backend(str(final))
+    model, _ = load_model(final)
     with torch.no_grad():
         torch.testing.assert_close(backend.model(**batch).logits, adapted, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(**batch).logits, adapted, rtol=1e-4, atol=1e-5)
+
+    # an adapter whose base is gone: a clear error naming it, not a half-loaded model
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    for f in final.iterdir():
+        (orphan / f.name).write_bytes(f.read_bytes())
+    config_file = orphan / "adapter_config.json"
+    config_file.write_text(config_file.read_text().replace(str(tmp_path / "base"), str(tmp_path / "gone")))
+    with pytest.raises(CheckpointNotFoundError, match="base checkpoint"):
+        load_model(orphan)
 
 
 def test_bad_settings_are_rejected(tmp_path):
