@@ -161,6 +161,9 @@ class QWenTokenizer(PreTrainedTokenizer):
     ) -> None:
         if not isinstance(image_span, int) or isinstance(image_span, bool) or image_span < 1:
             raise InputError(f"image_span must be a positive integer, got {image_span!r}")
+        # how the folder was opened, not a property of the tokenizer: keep it out of a saved tokenizer_config.json
+        for loader_option in ("local_files_only", "is_local"):
+            kwargs.pop(loader_option, None)
         self.image_span = image_span
         self.errors = errors  # how undecodable bytes are handled by decode()
         self.image_start_tag = image_start_tag

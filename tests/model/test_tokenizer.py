@@ -427,6 +427,14 @@ def test_save_pretrained_round_trip(tok: QWenTokenizer, tmp_path: Path) -> None:
     text = "Picture 1: <img>a.png</img>\n<ref>狗</ref><box>(1,2),(3,4)</box><|im_end|>"
     assert loaded.encode(text) == tok.encode(text)
     assert loaded.special_tokens == tok.special_tokens
+
+    # saving a tokenizer that was itself loaded (as load_model does) writes no loader options into its config
+    QWenTokenizer.from_pretrained(tmp_path, local_files_only=True).save_pretrained(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())
+    assert not {"local_files_only", "is_local"} & set(again)
+    assert {k: v for k, v in again.items() if k != "added_tokens_decoder"} == {
+        k: v for k, v in config.items() if k != "added_tokens_decoder"
+    }
     assert loaded.model_max_length == tok.model_max_length
     assert loaded.eos_token is None and loaded.pad_token is None
 
