@@ -167,8 +167,7 @@ def load_model(
         if isinstance(err, InputError):
             raise
         raise CheckpointLoadError(
-            f"cannot load the weights of checkpoint folder {str(path)!r}: {type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no details'}"
+            f"cannot load the weights of checkpoint folder {str(path)!r}: {_one_line(err)}"
         ) from err
     mismatched = sorted(info["mismatched_keys"])
     if mismatched:
@@ -194,6 +193,12 @@ def load_model(
             f"has {n_queries} queries; set image_span={n_queries} in tokenizer_config.json"
         )
     return model, tokenizer
+
+
+def _one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` of an exception, for one-line error messages."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else 'no details'}"
 
 
 def is_adapter_folder(path: str | os.PathLike[str]) -> bool:
@@ -231,8 +236,7 @@ def _load_adapter(path: Path, **options) -> tuple[QWenLMHeadModel, QWenTokenizer
         adapted = PeftModel.from_pretrained(model, str(path))
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
         raise CheckpointLoadError(
-            f"cannot apply the LoRA adapter {str(path)!r} to {str(found)!r}: {type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no details'}"
+            f"cannot apply the LoRA adapter {str(path)!r} to {str(found)!r}: {_one_line(err)}"
         ) from err
     return adapted.merge_and_unload().eval(), tokenizer
 

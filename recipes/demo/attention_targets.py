@@ -6,8 +6,9 @@ the binding is supervised directly: for every answer about particular objects (a
 box, its colour, size, position, whether it exists, how many there are, which picture has it; in a ReAct
 episode, the tiny object to zoom on or the shapes to count before calling the calculator), the positions that
 predict the answer (for a tool episode, its call) attend, in one head of a few chosen layers, to the image
-tokens of the cells holding those objects' centres. The loss is ``-log`` of the attention mass on those tokens. Nothing in the model changes; the head is
-only trained to do early what it would otherwise have to discover.
+tokens of the cells holding those objects' centres. The loss is ``-log`` of the attention mass on those
+tokens. Nothing in the model changes; the head is only trained to do early what it would otherwise have to
+discover.
 
 :func:`turn_objects` reads which objects each assistant turn is about from the sample itself (its scenes and
 the question/answer text the generator wrote); :func:`query_targets` turns that into (row, query position,
@@ -32,7 +33,7 @@ PICTURE = re.compile(r"in Picture (\d)")
 
 
 def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneObject]:
-    """The objects of ``scene`` a single-picture question (or its answer's box) is about."""
+    """The objects of ``scene`` a question (or its answer's box) is about, as seen in that one picture."""
     shapes = [o for o in scene.objects if not o.is_text]
     if m := re.match(r"What (?:shape is the tiny object|does the tiny word) (.+?)(?: say)?\?", question):
         return [o for o in scene.objects if o.size == "tiny" and where(scene.position_of(o)) == m[1]]
