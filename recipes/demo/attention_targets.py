@@ -139,8 +139,85 @@ def query_targets(
     return pairs
 
 
-def stack_pairs(rows: list[list[tuple[int, list[int]]]], max_targets: int) -> dict[str, torch.Tensor]:
-    """Batch tensors: ``attn_query`` [N, 2] (row, position) and ``attn_keys`` [N, max_targets] (-1 = none)."""
+# question words that name no object: the gather head should not spend its attention on them
+FUNCTION_WORDS = frozenset(
+    "what is the a an in of are there does say how which has have picture each and worth points find locate where"
+    " give its bounding box".split()
+)
+
+
+_WORDS: dict[tuple[int, int], str] = {}
+
+
+def _word(tokenizer, token: int) -> str:
+    """One token's text, stripped and lower-cased (cached: called for every token of every sample)."""
+    key = (id(tokenizer), token)
+    if key not in _WORDS:
+        _WORDS[key] = tokenizer.decode([token], strict_image_spans=False).strip().lower()
+    return _WORDS[key]
+
+
+def question_targets(
+    input_ids: list[int], pairs: list[tuple[int, list[int]]], tokenizer, max_targets: int
+) -> list[tuple[int, list[int]]]:
+    """``(query position, key positions)``: each supervised query gathers the content words of its question.
+
+    A one-word answer ("purple") is predicted at the ``\n`` after ``assistant``, where nothing says which
+    object was asked about; the object query of the next layer can only be as specific as what this position
+    has gathered from the question by then. The keys are the question's tokens after its pictures (after the
+    last ``Question:`` of a ReAct prompt) that are not :data:`FUNCTION_WORDS`: the shape, colour, size,
+    quoted word, box digits and the picture number.
+    """
+    im_start, im_end, img_end = tokenizer.im_start_id, tokenizer.im_end_id, tokenizer.img_end_id
+    words = [_word(tokenizer, t) for t in input_ids]
+    questions: list[tuple[int, list[int]]] = []  # (end, content positions) of each user turn
+    for start, token in enumerate(input_ids):
+        if token != im_start or "".join(words[start + 1 : start + 3]) != "user":
+            continue
+        end = input_ids.index(im_end, start)
+        first = start + 3
+        for pos in range(start, end):
+            if input_ids[pos] == img_end or (words[pos] == "question" and words[pos + 1] == ":"):
+                first = pos + 2
+        keys = [
+            k
+            for k in range(first, end)
+            if any(c.isalnum() for c in words[k]) and words[k] not in FUNCTION_WORDS
+        ]
+        questions.append((end, keys))
+    out = []
+    for query, _ in pairs:
+        keys = next((k for end, k in reversed(questions) if end < query), [])
+        if keys and len(keys) <= max_targets:
+            out.append((query, keys))
+    return out
+
+
+def picture_targets(input_ids: list[int], tokenizer) -> list[tuple[int, list[int]]]:
+    """``(query position, [key])``: every image token looks at the number of its ``Picture k:`` label.
+
+    Which picture an image token belongs to is otherwise only implicit (how far back it sits), and a
+    two-picture question names the picture by number.
+    """
+    out = []
+    for pos, token in enumerate(input_ids):
+        if token != tokenizer.img_start_id or pos < 4:
+            continue
+        digit = pos - 3  # "Picture", " ", "k", ":", " ", <img>
+        if (
+            _word(tokenizer, input_ids[digit - 2]) != "picture"
+            or not _word(tokenizer, input_ids[digit]).isdigit()
+        ):
+            continue
+        stop = input_ids.index(tokenizer.img_end_id, pos)
+        out += [(q, [digit]) for q in range(pos + 1, stop)]
+    return out
+
+
+def stack_pairs(
+    rows: list[list[tuple[int, list[int]]]], max_targets: int, prefix: str = "attn"
+) -> dict[str, torch.Tensor]:
+    """Batch tensors: ``{prefix}_query`` [N, 2] (row, position), ``{prefix}_keys`` [N, max_targets] (-1 = none)."""
     queries = [(r, q) for r, pairs in enumerate(rows) for q, _ in pairs]
     keys = torch.full((len(queries), max_targets), -1, dtype=torch.long)
     n = 0
@@ -148,7 +225,7 @@ def stack_pairs(rows: list[list[tuple[int, list[int]]]], max_targets: int) -> di
         for _, k in pairs:
             keys[n, : len(k)] = torch.tensor(k)
             n += 1
-    return {"attn_query": torch.tensor(queries, dtype=torch.long).reshape(-1, 2), "attn_keys": keys}
+    return {f"{prefix}_query": torch.tensor(queries, dtype=torch.long).reshape(-1, 2), f"{prefix}_keys": keys}
 
 
 class AttentionSupervision:

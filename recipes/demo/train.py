@@ -36,7 +36,14 @@ from torch.utils.data import DataLoader, Dataset
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from attention_targets import AttentionSupervision, query_targets, stack_pairs, turn_objects  # noqa: E402
+from attention_targets import (  # noqa: E402
+    AttentionSupervision,
+    picture_targets,
+    query_targets,
+    question_targets,
+    stack_pairs,
+    turn_objects,
+)
 from demo_data import MixSpec, dense_sample  # noqa: E402
 from dense_targets import DenseHead, scene_targets, stack_targets  # noqa: E402
 from spatial_init import spatial_init  # noqa: E402
@@ -85,13 +92,26 @@ class ChatData(Dataset):
         batch: int,
         max_length: int,
         curriculum: list[dict[str, Any]] | None = None,
-        attention_targets: int = 0,
+        attention: dict[str, Any] | None = None,
     ):
-        """``attention_targets`` > 0: also emit :mod:`attention_targets` pairs (at most that many keys each)."""
+        """``attention``: the config's ``joint.attention``; also emit :mod:`attention_targets` pairs (object
+        binding, and where set the ``question`` gather and ``picture`` label targets)."""
         self.seed, self.spec, self.tokenizer, self.processor = seed, spec, tokenizer, processor
-        self.attention_targets = attention_targets
+        self.attention = attention or {}
         self.curriculum = curriculum or []
         self.grid, self.batch, self.max_length = grid, batch, max_length
+
+    @property
+    def targets(self) -> dict[str, int]:
+        """The most keys per query of each supervised attention (``attn``: object binding)."""
+        if not self.attention:
+            return {}
+        out = {"attn": self.attention.get("max_targets", 8)}
+        if "question" in self.attention:
+            out["question"] = self.attention["question"].get("max_targets", 24)
+        if "picture" in self.attention:
+            out["picture"] = 1
+        return out
 
     def __len__(self) -> int:
         return 1 << 30
@@ -109,30 +129,33 @@ class ChatData(Dataset):
         kinds = list(base.kinds)
         kind = rng.choices(kinds, weights=[base.kinds[k] for k in kinds])[0]
         spec = dataclasses.replace(base, kinds={kind: 1.0})
-        encoded, pictures, targets, pairs = [], [], [], []
+        encoded, pictures, targets = [], [], []
+        pairs: dict[str, list] = {
+            name: [] for name in ("attn", "question", "picture") if name in self.targets
+        }
         for j in range(self.batch):
             sample = dense_sample(step * self.batch + j, "train", self.seed, spec)
             enc = encode_conversation(self.tokenizer, sample.conversations, max_length=self.max_length)
             encoded.append(enc)
-            if self.attention_targets:
+            if pairs:
                 turns = turn_objects(sample, self.grid, spec.coord_step)
-                pairs.append(
-                    query_targets(
-                        enc.input_ids,
-                        enc.labels,
-                        enc.image_refs,
-                        turns,
-                        self.tokenizer,
-                        self.attention_targets,
-                    )
+                objects = query_targets(
+                    enc.input_ids, enc.labels, enc.image_refs, turns, self.tokenizer, self.targets["attn"]
                 )
+                pairs["attn"].append(objects)
+                if "question" in pairs:
+                    pairs["question"].append(
+                        question_targets(enc.input_ids, objects, self.tokenizer, self.targets["question"])
+                    )
+                if "picture" in pairs:
+                    pairs["picture"].append(picture_targets(enc.input_ids, self.tokenizer))
             for ref in enc.image_refs:
                 pictures.append(sample.images[ref])
                 targets.append(scene_targets(sample.scene_of.get(ref), self.grid))
         batch = collate(encoded, self.tokenizer.eod_id)
         batch["kind"] = kind
-        if self.attention_targets:
-            batch.update(stack_pairs(pairs, self.attention_targets))
+        for name, rows in pairs.items():
+            batch.update(stack_pairs(rows, self.targets[name], prefix=name))
         if pictures:
             batch["pixel_values"] = self.processor(pictures)
             batch["targets"] = stack_targets(targets)
@@ -298,9 +321,17 @@ def main() -> None:
                 pc["batch_size"],
                 pc.get("max_length", 2048),
                 pc.get("curriculum"),
-                attention.get("max_targets", 8) if (attention := pc.get("attention")) else 0,
+                attention := pc.get("attention"),
             )
-            watch = AttentionSupervision(model, attention["layers"], attention["head"]) if attention else None
+            # (batch prefix, the hooked head, loss weight) of each supervised attention
+            supervised = {"attn": attention} if attention else {}
+            supervised.update(
+                {k: attention[k] for k in ("question", "picture") if attention and k in attention}
+            )
+            watches = [
+                (prefix, AttentionSupervision(model, sub["layers"], sub["head"]), sub["weight"])
+                for prefix, sub in supervised.items()
+            ]
         optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=pc.get("weight_decay", 0.01))
         base_lrs = [g["lr"] for g in groups]
         start = state["step"] if phase_index == state["phase"] else 0
@@ -325,7 +356,9 @@ def main() -> None:
                 captured: list[torch.Tensor] = []
                 hook = visual.register_forward_hook(lambda m, i, o, store=captured: store.append(o))
                 try:
-                    with watch or contextlib.nullcontext():
+                    with contextlib.ExitStack() as stack:
+                        for _, watch, _ in watches:
+                            stack.enter_context(watch)
                         lm_loss = model(
                             input_ids=batch["input_ids"],
                             attention_mask=batch["attention_mask"],
@@ -335,11 +368,14 @@ def main() -> None:
                 finally:
                     hook.remove()
                 loss, metrics = lm_loss, {f"loss_{batch['kind']}": lm_loss.detach()}
-                if watch and batch["attn_query"].numel():
-                    attn_loss, attn_metrics = watch.loss(batch["attn_query"], batch["attn_keys"])
-                    loss = loss + attention["weight"] * attn_loss
-                    metrics.update(attn_metrics)
-                    metrics["attn_loss"] = attn_loss.detach()
+                for prefix, watch, weight in watches:
+                    if batch[f"{prefix}_query"].numel():
+                        attn_loss, attn_metrics = watch.loss(
+                            batch[f"{prefix}_query"], batch[f"{prefix}_keys"]
+                        )
+                        loss = loss + weight * attn_loss
+                        metrics[f"{prefix}_mass"] = attn_metrics["attn_mass"]
+                        metrics[f"{prefix}_loss"] = attn_loss.detach()
                 if captured and pc.get("aux_weight", 0.5) > 0:
                     aux, aux_metrics = head(captured[0], batch["targets"])
                     loss = loss + pc.get("aux_weight", 0.5) * aux

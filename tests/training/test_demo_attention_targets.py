@@ -19,8 +19,11 @@ sys.path.insert(0, str(RECIPE))
 
 from attention_targets import (  # noqa: E402
     BOX,
+    FUNCTION_WORDS,
     AttentionSupervision,
+    picture_targets,
     query_targets,
+    question_targets,
     stack_pairs,
     turn_objects,
 )
@@ -155,6 +158,48 @@ def test_only_the_call_of_a_react_answer_is_supervised_not_the_observation_or_fi
         assert "Final Answer" not in predicted
         checked += 1
     assert checked >= 5
+
+
+def test_each_answer_gathers_the_content_words_of_its_own_question(tiny_model) -> None:
+    _, tokenizer = tiny_model
+    seen = set()
+    for kinds in ({"single": 1.0}, {"multi": 1.0}, {"tools": 1.0}):
+        for sample in samples({"grounding": 1.0, "vqa": 1.0}, kinds=kinds, n=8):
+            enc = encode_conversation(tokenizer, sample.conversations)
+            pairs = query_targets(
+                enc.input_ids, enc.labels, enc.image_refs, turn_objects(sample, GRID), tokenizer, 8
+            )
+            if not pairs:
+                continue
+            gathered = question_targets(enc.input_ids, pairs, tokenizer, 24)
+            assert gathered and {q for q, _ in gathered} <= {q for q, _ in pairs}
+            for query, keys in gathered:
+                words = [tokenizer.decode([enc.input_ids[k]]).strip().lower() for k in keys]
+                assert all(w not in FUNCTION_WORDS for w in words)
+                assert (
+                    max(keys) < query and enc.labels[max(keys)] == -100
+                )  # the user's words, not the answer's
+                text = tokenizer.decode(enc.input_ids[min(keys) : max(keys) + 1])
+                assert "<|im_end|>" not in text and "</img>" not in text  # one question, after its pictures
+                if m := re.search(r"colour is the (\w+) in Picture (\d)", text):
+                    assert words[-2:] == [m[1], m[2]]
+                    seen.add("colour in picture k")
+                seen.add(next(iter(kinds)))
+    assert seen == {"single", "multi", "tools", "colour in picture k"}
+
+
+def test_every_image_token_looks_at_the_number_of_its_picture(tiny_model) -> None:
+    _, tokenizer = tiny_model
+    (sample,) = samples({"vqa": 1.0}, kinds={"multi": 1.0}, n=1)
+    enc = encode_conversation(tokenizer, sample.conversations)
+    pairs = picture_targets(enc.input_ids, tokenizer)
+    assert len(pairs) == 2 * GRID * GRID
+    starts = [i for i, t in enumerate(enc.input_ids) if t == tokenizer.img_start_id]
+    for number, start in enumerate(starts, 1):
+        span = [(q, k) for q, k in pairs if start < q <= start + GRID * GRID]
+        assert [q for q, _ in span] == list(range(start + 1, start + 1 + GRID * GRID))
+        (key,) = {k[0] for _, k in span}
+        assert tokenizer.decode(enc.input_ids[key - 2 : key + 1]) == f"Picture {number}"
 
 
 @pytest.fixture(scope="module")
