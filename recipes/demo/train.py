@@ -235,7 +235,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     parser.add_argument("--init", help="start from this checkpoint folder (overrides the config's init)")
     parser.add_argument("--time-steps", type=int, help="time this many steps of each phase, then stop")
-    parser.add_argument("--max-minutes", type=float, help="stop early (and save final/) after this long")
+    parser.add_argument(
+        "--max-minutes", type=float, help="stop after this long, saving the resume state (then --resume)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -342,9 +344,6 @@ def main() -> None:
         window: dict[str, list[torch.Tensor]] = {}
         t_phase = time.time()
         for step in steps:
-            if args.max_minutes and time.time() - t_start > 60 * args.max_minutes:
-                log(out / "log.jsonl", {"phase": name, "step": offset + step, "stopped": "max_minutes"})
-                break
             batch = to(next(batches), device)
             for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * warmup_cosine(step, pc.get("warmup", 100), total, 0.1)
@@ -409,7 +408,8 @@ def main() -> None:
                         "seconds": round(time.time() - t_start, 1),
                     },
                 )
-            if done % cfg.get("save_every", 500) == 0 or done == total:
+            out_of_time = bool(args.max_minutes) and time.time() - t_start > 60 * args.max_minutes
+            if out_of_time or done % cfg.get("save_every", 500) == 0 or done == total:
                 ckpt = out / "checkpoint"
                 ckpt.mkdir(exist_ok=True)
                 torch.save(
@@ -424,6 +424,10 @@ def main() -> None:
                     },
                     ckpt / "state.pt",
                 )
+            if out_of_time and done < total:
+                log(out / "log.jsonl", {"phase": name, "step": offset + done, "stopped": "max_minutes"})
+                print("stopped: continue with --resume", flush=True)
+                return
         if args.time_steps:
             n = len(steps)
             per_step = (time.time() - t_phase) / max(1, n)
@@ -440,8 +444,6 @@ def main() -> None:
             )
         saved = None
         state = {"phase": phase_index + 1, "step": 0}
-        if args.max_minutes and time.time() - t_start > 60 * args.max_minutes:
-            break
     if args.time_steps:
         return
     scores = quick_scores(model, tokenizer, 2 * jcfg.get("eval_per_task", 16))
