@@ -1,0 +1,93 @@
+"""``recipes/demo/train.py`` end to end on a tiny model: both phases, every attention target, stop and resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from qvl_agent.model.loading import load_model
+
+TRAIN = Path(__file__).resolve().parents[2] / "recipes" / "demo" / "train.py"
+
+TINY = {
+    "seed": 0,
+    "log_every": 1,
+    "save_every": 100,
+    "model_config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "kv_channels": 8,
+        "intermediate_size": 64,
+        "seq_length": 2048,
+        "visual": {
+            "image_size": 64,
+            "patch_size": 8,
+            "width": 16,
+            "layers": 1,
+            "heads": 2,
+            "mlp_ratio": 2.0,
+            "output_dim": 32,
+            "n_queries": 64,
+            "resampler_heads": 1,
+        },
+    },
+    "spatial_init": {"alpha": 3.0, "pos_scale": 0.5},
+    "vision": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup": 1},
+    "joint": {
+        "steps": 3,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "visual_lr_scale": 0.1,
+        "warmup": 1,
+        "eval_every": 1000,
+        "eval_per_task": 1,
+        "mix": {"kinds": {"multi": 1.0}, "min_turns": 2, "max_turns": 3},
+        "attention": {
+            "layers": [1],
+            "head": 0,
+            "weight": 0.5,
+            "question": {"layers": [0], "head": 1, "weight": 0.5},
+            "picture": {"layers": [0], "head": 2, "weight": 0.25},
+        },
+    },
+    "tie_words": True,
+    "similarity_init_layers": 1,
+}
+
+
+def train(config: Path, out: Path, *extra: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(TRAIN), str(config), "--out", str(out), "--threads", "1", *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_a_run_stopped_by_max_minutes_resumes_where_it_stopped_and_finishes(tmp_path: Path) -> None:
+    config, out = tmp_path / "tiny.json", tmp_path / "run"
+    config.write_text(json.dumps(TINY))
+
+    stdout = train(config, out, "--max-minutes", "0.0001")  # out of time after the first step
+    assert "continue with --resume" in stdout
+    assert (out / "checkpoint" / "state.pt").is_file() and not (out / "final").exists()
+    first = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert first[-1] == {"phase": "vision", "step": 1, "stopped": "max_minutes"}
+
+    stdout = train(config, out, "--resume")
+    assert "resuming at phase vision step 1" in stdout
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # one log, no step twice: step 1 from the first run, the rest after resuming
+    assert [r["step"] for r in records if r.get("phase") == "vision" and "aux_loss" in r] == [1, 2]
+    joint = [r for r in records if r.get("phase") == "joint" and "loss" in r]
+    assert [r["step"] for r in joint] == [3, 4, 5]
+    # every supervised attention contributed a loss, and the final model loads and answers
+    assert all({"attn_mass", "question_mass", "picture_mass"} <= set(r) for r in joint)
+    assert records[-1]["final"] is True
+    model, tokenizer = load_model(out / "final")
+    assert model.config.num_hidden_layers == 2 and tokenizer("Picture 1:")["input_ids"]
