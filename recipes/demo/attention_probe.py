@@ -25,7 +25,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from attention_targets import AttentionSupervision, query_targets, stack_pairs, turn_objects  # noqa: E402
+from attention_targets import (  # noqa: E402
+    AttentionSupervision,
+    log_target_mass,
+    query_targets,
+    stack_pairs,
+    turn_objects,
+)
 from demo_data import MixSpec, dense_sample  # noqa: E402
 
 from qvl_agent.data.scenes import COLOURS, SHAPES  # noqa: E402
@@ -89,9 +95,7 @@ def main() -> None:
                 watch.head = head
                 with torch.no_grad():
                     for layer, log_p in enumerate(watch.log_attention(batch["attn_query"])):
-                        keys = batch["attn_keys"]
-                        on_target = log_p.gather(1, keys.clamp(min=0)).masked_fill(keys < 0, float("-inf"))
-                        mass[form][layer, head] += on_target.logsumexp(-1).exp()[0]
+                        mass[form][layer, head] += log_target_mass(log_p, batch["attn_keys"]).exp()[0]
             count[form] += 1
     print(f"{'n':>3} {'question form':38s} " + " | ".join(f"layer {i} heads" for i in range(layers)))
     for form, n in count.most_common():

@@ -228,6 +228,23 @@ def stack_pairs(
     return {f"{prefix}_query": torch.tensor(queries, dtype=torch.long).reshape(-1, 2), f"{prefix}_keys": keys}
 
 
+def log_target_mass(log_p: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``log`` of the attention mass [N] that log attention ``log_p`` [N, S] puts on ``keys`` [N, K] (-1 = none)."""
+    return log_p.gather(1, keys.clamp(min=0)).masked_fill(keys < 0, float("-inf")).logsumexp(-1)
+
+
+# the most keys per query of each supervised attention, unless the config says otherwise
+MAX_TARGETS = {"attn": 8, "question": 24, "picture": 1}
+
+
+def supervised_attentions(attention: dict | None) -> dict[str, dict]:
+    """The config's ``joint.attention`` as ``{batch prefix: settings}``: ``attn`` (object binding, the
+    top-level ``layers``/``head``/``weight``) and, where set, the ``question`` gather and ``picture`` labels."""
+    if not attention:
+        return {}
+    return {"attn": attention} | {k: attention[k] for k in ("question", "picture") if k in attention}
+
+
 class AttentionSupervision:
     """Captures what the chosen attention modules receive and scores where one head looks.
 
@@ -279,7 +296,7 @@ class AttentionSupervision:
             return self.inputs[0][0].sum() * 0.0, {}
         total, mass = 0.0, []
         for log_p in self.log_attention(query):
-            on_target = log_p.gather(1, keys.clamp(min=0)).masked_fill(keys < 0, float("-inf")).logsumexp(-1)
+            on_target = log_target_mass(log_p, keys)
             total = total - on_target.mean()
             mass.append(on_target.detach().exp().mean())
         return total / len(self.blocks), {"attn_mass": sum(mass) / len(mass)}

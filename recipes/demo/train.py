@@ -37,11 +37,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from attention_targets import (  # noqa: E402
+    MAX_TARGETS,
     AttentionSupervision,
     picture_targets,
     query_targets,
     question_targets,
     stack_pairs,
+    supervised_attentions,
     turn_objects,
 )
 from demo_data import MixSpec, dense_sample  # noqa: E402
@@ -97,21 +99,13 @@ class ChatData(Dataset):
         """``attention``: the config's ``joint.attention``; also emit :mod:`attention_targets` pairs (object
         binding, and where set the ``question`` gather and ``picture`` label targets)."""
         self.seed, self.spec, self.tokenizer, self.processor = seed, spec, tokenizer, processor
-        self.attention = attention or {}
+        # the most keys per query of each supervised attention (``attn``: object binding)
+        self.targets = {
+            prefix: sub.get("max_targets", MAX_TARGETS[prefix])
+            for prefix, sub in supervised_attentions(attention).items()
+        }
         self.curriculum = curriculum or []
         self.grid, self.batch, self.max_length = grid, batch, max_length
-
-    @property
-    def targets(self) -> dict[str, int]:
-        """The most keys per query of each supervised attention (``attn``: object binding)."""
-        if not self.attention:
-            return {}
-        out = {"attn": self.attention.get("max_targets", 8)}
-        if "question" in self.attention:
-            out["question"] = self.attention["question"].get("max_targets", 24)
-        if "picture" in self.attention:
-            out["picture"] = 1
-        return out
 
     def __len__(self) -> int:
         return 1 << 30
@@ -130,9 +124,7 @@ class ChatData(Dataset):
         kind = rng.choices(kinds, weights=[base.kinds[k] for k in kinds])[0]
         spec = dataclasses.replace(base, kinds={kind: 1.0})
         encoded, pictures, targets = [], [], []
-        pairs: dict[str, list] = {
-            name: [] for name in ("attn", "question", "picture") if name in self.targets
-        }
+        pairs: dict[str, list] = {prefix: [] for prefix in self.targets}
         for j in range(self.batch):
             sample = dense_sample(step * self.batch + j, "train", self.seed, spec)
             enc = encode_conversation(self.tokenizer, sample.conversations, max_length=self.max_length)
@@ -323,16 +315,12 @@ def main() -> None:
                 pc["batch_size"],
                 pc.get("max_length", 2048),
                 pc.get("curriculum"),
-                attention := pc.get("attention"),
+                pc.get("attention"),
             )
             # (batch prefix, the hooked head, loss weight) of each supervised attention
-            supervised = {"attn": attention} if attention else {}
-            supervised.update(
-                {k: attention[k] for k in ("question", "picture") if attention and k in attention}
-            )
             watches = [
                 (prefix, AttentionSupervision(model, sub["layers"], sub["head"]), sub["weight"])
-                for prefix, sub in supervised.items()
+                for prefix, sub in supervised_attentions(pc.get("attention")).items()
             ]
         optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=pc.get("weight_decay", 0.01))
         base_lrs = [g["lr"] for g in groups]
