@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from qvl_agent.cli import model_placement_options, placement
 from qvl_agent.model.errors import QwenVLError
 
 
@@ -75,6 +76,7 @@ def _run_turn(
 @click.option("--max-new-tokens", default=None, type=click.IntRange(min=1), help="most tokens per model call")
 @click.option("--temperature", default=None, type=click.FloatRange(min=0), help="0 for greedy decoding")
 @click.option("--json", "as_json", is_flag=True, help="print the result (answer, boxes, trace) as JSON")
+@model_placement_options
 def chat(
     prompt: str | None,
     model: str,
@@ -85,6 +87,8 @@ def chat(
     max_new_tokens: int | None,
     temperature: float | None,
     as_json: bool,
+    device: str | None,
+    dtype: str | None,
 ) -> None:
     """Chat with a model, optionally with pictures and tools.
 
@@ -93,6 +97,7 @@ def chat(
     qvl-agent chat --tool calculator "What is 17 * 23?"
     qvl-agent chat --model /path/to/Qwen-VL-Chat          # interactive
     """
+    from qvl_agent import plugins
     from qvl_agent.agent import Agent
     from qvl_agent.messages import Message
 
@@ -102,7 +107,8 @@ def chat(
         if v is not None
     }
     try:
-        agent = Agent(model=model, tools=list(tools), system=system, max_steps=max_steps)
+        backend = plugins.resolve_model(model, **placement(device, dtype))
+        agent = Agent(model=backend, tools=list(tools), system=system, max_steps=max_steps)
         if prompt is not None:
             result = _run_turn(agent, [Message(role="user", content=prompt)], list(images), gen, as_json)
             if result.stopped == "max_steps":

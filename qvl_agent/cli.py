@@ -7,8 +7,12 @@ invoked, so ``qvl-agent --help`` stays fast and a missing optional extra only br
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
@@ -49,6 +53,26 @@ class LazyGroup(click.Group):
 
             return unavailable
         return getattr(module, attr)
+
+
+def model_placement_options(command: F) -> F:
+    """``--device`` / ``--dtype`` for a command that loads a model; read them back with :func:`placement`."""
+    command = click.option(
+        "--dtype",
+        type=click.Choice(["fp32", "bf16", "fp16"]),
+        default=None,
+        help="precision of a local model  [default: the checkpoint's]",
+    )(command)
+    return click.option(
+        "--device",
+        default=None,
+        help="where a local model runs: auto, cpu, cuda, cuda:1 …  [default: auto, the GPU when present]",
+    )(command)
+
+
+def placement(device: str | None, dtype: str | None) -> dict[str, str]:
+    """The options given with ``--device`` / ``--dtype``, for :func:`qvl_agent.plugins.resolve_model`."""
+    return {name: value for name, value in (("device", device), ("dtype", dtype)) if value is not None}
 
 
 @click.group(cls=LazyGroup)

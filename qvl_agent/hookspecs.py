@@ -59,8 +59,11 @@ def register_models(register: Callable[..., None]) -> None:
     :class:`~qvl_agent.backends.ModelBackend` for a model spec (``"demo"``, a checkpoint path,
     ``"openai+http://host:port/v1"`` ...). A spec is resolved by the registration whose ``name`` equals it,
     otherwise by the first whose ``matches(spec)`` returns True (later plugins are asked first).
+    A factory for a model that runs in this process may take the keyword options ``device`` (``"auto"``,
+    ``"cpu"``, ``"cuda"`` …) and ``dtype`` (``"fp32"``, ``"bf16"``, ``"fp16"``) that ``--device`` / ``--dtype``
+    of ``serve``, ``console``, ``chat`` and ``eval`` pass on; they are only passed when given.
 
-    :param register: callback ``register(name: str, factory: Callable[[str], ModelBackend],
+    :param register: callback ``register(name: str, factory: Callable[..., ModelBackend],
         matches: Callable[[str], bool] | None = None)``.
     :return: nothing; return values are ignored.
 

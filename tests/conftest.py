@@ -1,8 +1,11 @@
-"""Shared test fixtures: where the Qwen-VL reference vectors live.
+"""Shared test fixtures: where the Qwen-VL reference vectors live, and the devices a test runs on.
 
 ``QVL_TESTDATA`` points at the reference folder (default ``../shared/testdata/qwen_vl`` beside the repo).
 When ``QVL_REQUIRE_TESTDATA=1`` (set by ``.ci/run`` whenever that folder exists) a missing folder is a
 failure, never a skip.
+
+Tests that take the ``device`` fixture run on the CPU, and on a CUDA GPU under ``pytest -m gpu`` (the default
+run deselects the ``gpu`` marker; ``scripts/test-gpu.sh`` is the GPU job).
 """
 
 from __future__ import annotations
@@ -13,6 +16,19 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request: pytest.FixtureRequest):
+    """``cpu``, then ``cuda`` (``gpu`` marker). On the GPU, TF32 is off: fp32 parity must hold to 1e-4."""
+    import torch
+
+    if request.param == "cuda":
+        if not torch.cuda.is_available():
+            pytest.fail("-m gpu was asked for, but torch sees no CUDA GPU")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return torch.device(request.param)
 
 
 def testdata_dir() -> Path:

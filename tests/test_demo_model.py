@@ -27,10 +27,10 @@ below_target = pytest.mark.xfail(
 
 
 @pytest.fixture(scope="module")
-def backend():
+def backend(device):
     from qvl_agent.backends import LocalQwenBackend
 
-    return LocalQwenBackend.from_pretrained("demo")
+    return LocalQwenBackend.from_pretrained("demo", device=device)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from qvl_agent.cli import model_placement_options, placement
+
 
 @click.command("console")
 @click.option(
@@ -18,7 +20,8 @@ import click
 @click.option(
     "--max-steps", default=5, show_default=True, type=click.IntRange(1, 50), help="Agent step limit."
 )
-def console(model: str, host: str, port: int, max_steps: int) -> None:
+@model_placement_options
+def console(model: str, host: str, port: int, max_steps: int, device: str | None, dtype: str | None) -> None:
     """Open the multimodal agent console in the browser: chat with pictures, watch tool calls and boxes."""
     from qvl_agent import plugins
     from qvl_agent.console.app import launch_console
@@ -26,7 +29,7 @@ def console(model: str, host: str, port: int, max_steps: int) -> None:
     # load the model before serving: a wrong spec or a broken checkpoint is one line here, not a page that
     # fails on its first message
     try:
-        backend = plugins.resolve_model(model)
+        backend = plugins.resolve_model(model, **placement(device, dtype))
     except Exception as exc:
         raise click.ClickException(f"cannot load model {model!r}: {_first_line(exc)}") from None
     click.echo(f"qvl-agent console: model {model!r} on http://{host}:{port}")

@@ -110,7 +110,11 @@ def _check_model_type(path: Path) -> None:
         )
 
 
-def _device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device from a name: ``"auto"`` (the GPU when torch sees one, else the CPU), ``"cpu"``,
+    ``"cuda"``, ``"cuda:1"`` … Raises :class:`InputError` for an unknown name or CUDA that is not there."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -143,7 +147,7 @@ def load_model(
     """Load a Qwen-VL checkpoint folder (or ``"demo"``, the embedded demo model) in eval mode.
 
     ``dtype``: a torch dtype or ``"fp32"``/``"bf16"``/``"fp16"``; by default the config's precision flags (fp32
-    on a CPU-only machine when none is set). ``device``: where to put the model (default CPU).
+    on a CPU-only machine when none is set). ``device``: where to put the model (default CPU; ``"auto"``: the GPU when present).
 
     Raises :class:`CheckpointNotFoundError` for a missing folder/file and :class:`CheckpointLoadError` for a
     folder that is not a Qwen-VL checkpoint (other ``model_type``), has unreadable weights, or weights that are
@@ -154,7 +158,7 @@ def load_model(
         return _load_adapter(Path(path_or_name).expanduser(), dtype=dtype, device=device)
     path = resolve_checkpoint(path_or_name)
     torch_dtype = _as_dtype(dtype)
-    target = _device(device) if device is not None else None
+    target = resolve_device(device) if device is not None else None
     try:
         model, info = QWenLMHeadModel.from_pretrained(
             path,

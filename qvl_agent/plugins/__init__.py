@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import sys
@@ -80,7 +81,7 @@ class ModelRegistration:
     """One ``register_models`` registration."""
 
     name: str
-    factory: Callable[[str], ModelBackend]
+    factory: Callable[..., ModelBackend]
     matches: Callable[[str], bool] | None = None
     plugin: str | None = None
 
@@ -303,7 +304,7 @@ def get_models(pm: PluginManager | None = None) -> list[ModelRegistration]:
         found[plugin_name] = []
 
         def register(
-            name: str, factory: Callable[[str], ModelBackend], matches: Callable[[str], bool] | None = None
+            name: str, factory: Callable[..., ModelBackend], matches: Callable[[str], bool] | None = None
         ) -> None:
             if not isinstance(name, str) or not callable(factory):
                 raise TypeError("register() expects (name: str, factory: callable, matches: callable | None)")
@@ -318,9 +319,12 @@ def get_models(pm: PluginManager | None = None) -> list[ModelRegistration]:
     return [registration for name in ok for registration in found[name]]
 
 
-def resolve_model(spec: str | ModelBackend, pm: PluginManager | None = None) -> ModelBackend:
+def resolve_model(spec: str | ModelBackend, pm: PluginManager | None = None, **options: Any) -> ModelBackend:
     """Build the backend for a model spec: the registration whose name equals ``spec``, else the first whose
-    ``matches(spec)`` is true (later plugins first, so they can override built-ins)."""
+    ``matches(spec)`` is true (later plugins first, so they can override built-ins).
+
+    ``options`` (e.g. ``device="cuda"``, ``dtype="bf16"`` for a model that runs in this process) go to the
+    factory; a factory that takes none of them is an :class:`InputError` naming the options."""
     from qvl_agent.backends import ModelBackend
 
     if isinstance(spec, ModelBackend):
@@ -342,7 +346,25 @@ def resolve_model(spec: str | ModelBackend, pm: PluginManager | None = None) -> 
     if chosen is None:
         known = ", ".join(sorted({r.name for r in registrations})) or "none"
         raise InputError(f"no plugin provides a model for {spec!r} (registered models: {known})")
-    return chosen.factory(spec)
+    if options:
+        unknown = _unaccepted_options(chosen.factory, options)
+        if unknown:
+            raise InputError(
+                f"model {spec!r} (registered as {chosen.name!r} by plugin {chosen.plugin!r}) takes no "
+                f"{', '.join(unknown)} option: those apply to models that run in this process"
+            )
+    return chosen.factory(spec, **options)
+
+
+def _unaccepted_options(factory: Callable[..., Any], options: dict[str, Any]) -> list[str]:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: let the call itself decide
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return []
+    names = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return sorted(set(options) - names)
 
 
 def get_protocols(pm: PluginManager | None = None) -> dict[str, FunctionCallProtocol]:

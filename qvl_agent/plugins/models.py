@@ -1,8 +1,9 @@
 """Built-in model backends: the embedded demo model and local Qwen-VL checkpoint directories.
 
 ``resolve_model("demo")`` loads the embedded demo model; ``resolve_model("/path/to/Qwen-VL-Chat")`` loads
-a checkpoint directory (a missing folder or missing weights is a clear error from ``load_model``). Loaded models are cached per resolved path, so the server, the
-console and several agents share one copy of the weights.
+a checkpoint directory (a missing folder or missing weights is a clear error from ``load_model``). Both run on
+the GPU when torch sees one, unless ``device`` says otherwise. Loaded models are cached per resolved path, device
+and dtype, so the server, the console and several agents share one copy of the weights.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from qvl_agent.hookspecs import hookimpl
 
-_cache: dict[str, Any] = {}
+_cache: dict[tuple[str, str, str | None], Any] = {}
 _cache_lock = threading.Lock()
 
 
@@ -32,16 +33,20 @@ def is_checkpoint_dir(spec: str) -> bool:
         return False
 
 
-def load_local_backend(spec: str) -> Any:
-    """Build (once per path) a :class:`~qvl_agent.backends.LocalQwenBackend` for ``"demo"`` or a directory."""
+def load_local_backend(spec: str, device: str = "auto", dtype: str | None = None) -> Any:
+    """Build (once per path, device and dtype) a :class:`~qvl_agent.backends.LocalQwenBackend` for ``"demo"``
+    or a directory. ``device``: ``"auto"`` (the GPU when present), ``"cpu"``, ``"cuda:1"`` …; ``dtype``:
+    ``"fp32"`` / ``"bf16"`` / ``"fp16"`` (default: the checkpoint's precision flags)."""
     from qvl_agent.backends import LocalQwenBackend
+    from qvl_agent.model.loading import resolve_device
 
-    key = spec if spec == "demo" else str(Path(spec).expanduser().resolve())
+    path = spec if spec == "demo" else str(Path(spec).expanduser().resolve())
+    key = (path, str(resolve_device(device)), dtype)
     with _cache_lock:
         backend = _cache.get(key)
         if backend is None:
-            name = "demo" if spec == "demo" else Path(key).name
-            backend = LocalQwenBackend.from_pretrained(spec if spec == "demo" else key, name=name)
+            name = "demo" if spec == "demo" else Path(path).name
+            backend = LocalQwenBackend.from_pretrained(path, name=name, device=key[1], dtype=dtype)
             _cache[key] = backend
     return backend
 

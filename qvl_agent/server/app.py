@@ -56,6 +56,7 @@ def create_app(
     image_dirs: list[str] | None = None,
     max_image_bytes: int = 20 * 1024 * 1024,
     max_body_bytes: int = 64 * 1024 * 1024,
+    model_options: dict[str, Any] | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -68,10 +69,14 @@ def create_app(
         each for at most ``queue_timeout`` seconds (then 503).
     :param allow_local_images: let clients name local files as images (``image_dirs`` restricts which folders).
     :param max_body_bytes: larger request bodies get a 413.
+    :param model_options: keyword options for the model's factory when ``model`` is a spec (``device``,
+        ``dtype`` of a local model).
     """
     from qvl_agent import plugins
 
-    backend = model if isinstance(model, ModelBackend) else plugins.resolve_model(model)
+    backend = (
+        model if isinstance(model, ModelBackend) else plugins.resolve_model(model, **(model_options or {}))
+    )
     proto = protocol if isinstance(protocol, FunctionCallProtocol) else plugins.get_protocol(protocol)
     names = [model_name or backend.name]
     if isinstance(model, str) and model not in names:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from qvl_agent.cli import model_placement_options, placement
+
 
 @click.command()
 @click.option(
@@ -37,6 +39,7 @@ import click
 )
 @click.option("--ui", is_flag=True, help="also mount the Gradio console at /ui (needs the 'console' extra)")
 @click.option("--log-level", default="info", show_default=True)
+@model_placement_options
 def serve(
     model: str,
     host: str,
@@ -51,6 +54,8 @@ def serve(
     image_dirs: tuple[str, ...],
     ui: bool,
     log_level: str,
+    device: str | None,
+    dtype: str | None,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API (chat completions, functions/tools, images, SSE)."""
     import uvicorn
@@ -68,6 +73,7 @@ def serve(
             queue_timeout=queue_timeout,
             allow_local_images=allow_local_images,
             image_dirs=list(image_dirs) or None,
+            model_options=placement(device, dtype),
         )
     except (ValueError, LookupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -76,7 +82,7 @@ def serve(
             from qvl_agent.console import mount_console
         except ImportError as exc:
             raise click.ClickException(f"--ui needs the console extra: {exc}") from None
-        mount_console(app, path="/ui", model=model)
+        mount_console(app, path="/ui", model=app.state.service.backend)
         click.echo(f"qvl-agent: console at http://{host}:{port}/ui", err=True)
     click.echo(f"qvl-agent: serving {model!r} at http://{host}:{port}/v1", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -8,11 +8,13 @@ from typing import Any
 
 import click
 
+from qvl_agent.cli import model_placement_options, placement
 from qvl_agent.model.errors import InputError
 
 
-def resolve_backend(spec: str) -> Any:
-    """A ModelBackend for ``demo``, a checkpoint directory, or an OpenAI-compatible server URL."""
+def resolve_backend(spec: str, **options: str) -> Any:
+    """A ModelBackend for ``demo``, a checkpoint directory, or an OpenAI-compatible server URL; ``options``
+    (``device``, ``dtype``) go to a local model."""
     if spec.startswith(("http://", "https://")):
         spec = "openai+" + spec
     try:
@@ -20,8 +22,8 @@ def resolve_backend(spec: str) -> Any:
     except ImportError:  # plugin system not available: local checkpoints only
         from qvl_agent.backends import LocalQwenBackend
 
-        return LocalQwenBackend.from_pretrained(spec)
-    return resolve_model(spec)
+        return LocalQwenBackend.from_pretrained(spec, **options)
+    return resolve_model(spec, **options)
 
 
 def format_table(summary: dict[str, dict[str, float]]) -> str:
@@ -78,6 +80,7 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
 )
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@model_placement_options
 def eval_command(**opts: Any) -> None:
     """Evaluate a model on the held-out synthetic split (or your data) and print a table of scores."""
     from tqdm import tqdm
@@ -105,7 +108,7 @@ def eval_command(**opts: Any) -> None:
         items = evaluate.select(items, opts["task"], opts["limit"])
         if not items:
             raise InputError(f"no {opts['task']} questions in the data")
-        backend = resolve_backend(opts["model_spec"])
+        backend = resolve_backend(opts["model_spec"], **placement(opts["device"], opts["dtype"]))
         results = []
         for item in tqdm(items, desc="eval", unit="q", disable=opts["quiet"], dynamic_ncols=True):
             try:

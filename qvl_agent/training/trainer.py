@@ -26,6 +26,7 @@ from PIL import Image
 
 from qvl_agent.data.format import Conversation, load_conversations
 from qvl_agent.model.errors import InputError
+from qvl_agent.model.loading import resolve_device
 from qvl_agent.training.encoding import IGNORE_INDEX, EncodedConversation, collate, encode_conversation
 
 STATE_FILE = "trainer_state.pt"
@@ -141,12 +142,6 @@ class ConversationSource:
 # --------------------------------------------------------------------------------------------- model
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def load_checkpoint(path: str | Path):
     """``(model, tokenizer)`` from a checkpoint directory (through ``qvl_agent.model.load_model``)."""
     from qvl_agent.model import load_model
@@ -226,7 +221,7 @@ def check_memory(model_config: Any, config: TrainConfig) -> None:
     except Exception:  # a config the meta device cannot build: the real build reports the problem
         return
     need = 4 * n * torch.tensor([], dtype=getattr(torch, config.dtype)).element_size()
-    free = available_memory(_device(config.device))
+    free = available_memory(resolve_device(config.device))
     if free is not None and need > free:
         raise InputError(
             f"the --config model has {n / 1e6:,.0f}M parameters and needs about {need / 2**30:.1f} GiB to train "
@@ -300,7 +295,7 @@ class Trainer:
         self.config = config
         self.out = Path(config.output_dir)
         self.progress = progress
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         self.step = 0
 
         self.train_source = (

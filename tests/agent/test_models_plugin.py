@@ -29,3 +29,28 @@ def test_missing_or_empty_folders_are_clear_errors(plugin_manager, tmp_path: Pat
         plugins.resolve_model(str(tmp_path / "missing"))
     with pytest.raises(InputError, match="config.json"):
         plugins.resolve_model(str(tmp_path))
+
+
+def test_device_and_dtype_reach_the_local_model_and_key_the_cache(plugin_manager) -> None:
+    import torch
+
+    default = plugins.resolve_model("demo")
+    auto_device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert default.model.device.type == auto_device  # "auto": the GPU when torch sees one
+    assert plugins.resolve_model("demo", device="auto") is default  # one copy per (path, device, dtype)
+    half = plugins.resolve_model("demo", device="cpu", dtype="bf16")
+    assert half is not default
+    assert half.model.device.type == "cpu" and half.model.dtype == torch.bfloat16
+    assert plugins.resolve_model("demo", dtype="bf16", device="cpu") is half
+
+
+def test_bad_device_or_dtype_is_a_clear_error(plugin_manager) -> None:
+    with pytest.raises(InputError, match="unknown device 'gpu0'"):
+        plugins.resolve_model("demo", device="gpu0")
+    with pytest.raises(InputError, match="unknown dtype 'int3'"):
+        plugins.resolve_model("demo", device="cpu", dtype="int3")
+
+
+def test_options_for_a_model_that_takes_none_are_named(plugin_manager) -> None:
+    with pytest.raises(InputError, match=r"takes no device option: those apply to models that run in this"):
+        plugins.resolve_model("openai+http://127.0.0.1:9/v1", device="cuda")

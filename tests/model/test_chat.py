@@ -17,10 +17,10 @@ EOS, IM_START, IM_END = 151643, 151644, 151645
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_checkpoint):
+def tiny(tiny_checkpoint, device):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tiny_checkpoint)
-        yield load_model(tiny_checkpoint)
+        yield load_model(tiny_checkpoint, device=device)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_chat_accepts_a_tuple_history_and_names_bad_queries(tiny):
 def test_stream_token_ids_follows_the_first_row_of_a_batch(tiny, reference):
     model, _ = tiny
     context = reference["turn1"]["context_tokens"]
-    batch = torch.tensor([context, [EOS] * 5 + context[5:]])
+    batch = torch.tensor([context, [EOS] * 5 + context[5:]], device=model.device)
     kwargs = {"max_new_tokens": 5, "do_sample": False, "eos_token_id": EOS, "pad_token_id": EOS}
     expected = model.generate(batch, attention_mask=torch.ones_like(batch), **kwargs)[0, len(context) :]
     streamed = list(model.stream_token_ids(batch, attention_mask=torch.ones_like(batch), **kwargs))

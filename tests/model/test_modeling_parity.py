@@ -1,4 +1,5 @@
-"""Parity of QWenLMHeadModel with the original Qwen-VL on the tiny reference checkpoint (fp32, CPU).
+"""Parity of QWenLMHeadModel with the original Qwen-VL on the tiny reference checkpoint (fp32; CPU, and a CUDA
+GPU under ``-m gpu``).
 
 Every prompt p1..p7 of ``tiny/vectors.json``: identical input ids, logits within 1e-4, identical greedy ids,
 KV-cache step scores within 1e-4. Measured max differences are printed (``pytest -s``) and recorded as
@@ -36,11 +37,12 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_checkpoint):
-    """(model, tokenizer) loaded through the Auto classes, with cwd = the checkpoint (prompts use images/...)."""
+def tiny(tiny_checkpoint, device):
+    """(model, tokenizer) loaded through the Auto classes onto ``device``, with cwd = the checkpoint (prompts
+    use images/...)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tiny_checkpoint)
-        model = AutoModelForCausalLM.from_pretrained(".")
+        model = AutoModelForCausalLM.from_pretrained(".").to(device)
         tokenizer = AutoTokenizer.from_pretrained(".")
         yield model.eval(), tokenizer
 
@@ -59,7 +61,7 @@ def meta(qwen_vl_testdata):
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
+    return (a.float().cpu() - b.float().cpu()).abs().max().item()
 
 
 def test_auto_classes_give_our_model(tiny):
@@ -83,6 +85,7 @@ def test_prompt_parity(name, tiny, vectors, meta, record_property):
     )
     input_ids = torch.tensor([context])
     assert torch.equal(input_ids[0], vectors[f"{name}.input_ids"])
+    input_ids = input_ids.to(model.device)
 
     with torch.no_grad():
         prefill = model(input_ids, use_cache=True)
@@ -116,16 +119,16 @@ def test_prompt_parity(name, tiny, vectors, meta, record_property):
     assert diff_scores <= ATOL
 
 
-def _image_prompt(tokenizer, reference: str) -> torch.Tensor:
+def _image_prompt(model, tokenizer, reference: str) -> torch.Tensor:
     query = f"Picture 1: <img>{reference}</img>\nWhat is in this picture?"
     _, context = make_context(tokenizer, query, system="You are a helpful assistant.")
-    return torch.tensor([context])
+    return torch.tensor([context], device=model.device)
 
 
 def test_images_passed_alongside_text(tiny, vectors, tiny_checkpoint):
     """A PIL image, a data URL or preprocessed pixel_values replace the path inside <img>...</img>."""
     model, tokenizer = tiny
-    ids = _image_prompt(tokenizer, "picture-a")
+    ids = _image_prompt(model, tokenizer, "picture-a")
     reference = vectors["p2_one_image.logits_last"]
     png = (tiny_checkpoint / "images" / "img_a.png").read_bytes()
     data_url = "data:image/png;base64," + base64.b64encode(png).decode()
@@ -142,7 +145,7 @@ def test_images_passed_alongside_text(tiny, vectors, tiny_checkpoint):
 
 def test_generate_with_images_uses_them_at_prefill_only(tiny, vectors, tiny_checkpoint):
     model, tokenizer = tiny
-    ids = _image_prompt(tokenizer, "x")
+    ids = _image_prompt(model, tokenizer, "x")
     pil = Image.open(tiny_checkpoint / "images" / "img_a.png")
     out = model.generate(
         ids, images=[pil], max_new_tokens=16, do_sample=False, eos_token_id=EOS, pad_token_id=EOS
@@ -152,7 +155,7 @@ def test_generate_with_images_uses_them_at_prefill_only(tiny, vectors, tiny_chec
 
 def test_image_count_mismatch_is_an_input_error(tiny, tiny_checkpoint):
     model, tokenizer = tiny
-    ids = _image_prompt(tokenizer, "x")
+    ids = _image_prompt(model, tokenizer, "x")
     pil = Image.open(tiny_checkpoint / "images" / "img_a.png")
     with pytest.raises(InputError, match=r"2 images given but the prompt holds 1"):
         model(ids, images=[pil, pil])
@@ -163,10 +166,12 @@ def test_image_count_mismatch_is_an_input_error(tiny, tiny_checkpoint):
 def test_left_padded_batch_matches_single_rows(tiny, vectors):
     """Positions come from the attention mask (quirk 3 fixed): padding does not shift rotary angles."""
     model, _ = tiny
-    rows = [vectors["p1_text_only.input_ids"], vectors["p6_raw_grounding_text.input_ids"]]
+    rows = [
+        vectors[f"{name}.input_ids"].to(model.device) for name in ("p1_text_only", "p6_raw_grounding_text")
+    ]
     width = max(len(r) for r in rows)
-    ids = torch.full((2, width), EOS)
-    mask = torch.zeros((2, width), dtype=torch.long)
+    ids = torch.full((2, width), EOS, device=model.device)
+    mask = torch.zeros((2, width), dtype=torch.long, device=model.device)
     for i, row in enumerate(rows):
         ids[i, width - len(row) :] = row
         mask[i, width - len(row) :] = 1
@@ -185,7 +190,7 @@ def test_left_padded_batch_matches_single_rows(tiny, vectors):
 def test_multi_token_step_with_cache_matches_full_forward(tiny, vectors):
     """Cache length is read from the sequence axis (quirk 3 fixed), so chunked prefill is exact."""
     model, _ = tiny
-    ids = vectors["p6_raw_grounding_text.input_ids"][None]
+    ids = vectors["p6_raw_grounding_text.input_ids"][None].to(model.device)
     with torch.no_grad():
         full = model(ids).logits
         first = model(ids[:, :20], use_cache=True)
@@ -195,7 +200,7 @@ def test_multi_token_step_with_cache_matches_full_forward(tiny, vectors):
 
 def test_labels_give_shifted_loss_ignoring_minus_100(tiny, vectors):
     model, _ = tiny
-    ids = vectors["p1_text_only.input_ids"][None]
+    ids = vectors["p1_text_only.input_ids"][None].to(model.device)
     labels = ids.clone()
     labels[:, :10] = -100
     out = model(ids, labels=labels)

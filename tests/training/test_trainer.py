@@ -74,8 +74,9 @@ def test_labels_cover_only_answers_and_not_observations():
     assert len(enc.input_ids) == len(enc.labels)
 
 
-def test_a_few_steps_lower_the_loss(tmp_path, data_file):
-    trainer = Trainer(config(tmp_path, data_file, max_steps=12), progress=False)
+def test_a_few_steps_lower_the_loss(tmp_path, data_file, device):
+    trainer = Trainer(config(tmp_path, data_file, max_steps=12, device=str(device)), progress=False)
+    assert next(trainer.model.parameters()).device.type == device.type
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()["eval_loss"]
