@@ -209,3 +209,23 @@ def test_labels_give_shifted_loss_ignoring_minus_100(tiny, vectors):
     out.loss.backward()
     assert model.lm_head.weight.grad is not None
     model.zero_grad(set_to_none=True)
+
+
+def test_decoder_attention_on_a_gpu_keeps_off_cudnn(tiny, vectors, monkeypatch):
+    """On CUDA the decoder's masked attention runs with cuDNN's SDPA disabled (cuDNN builds a new plan for every
+    key length, i.e. at every decoding step); on the CPU the global choice is left alone."""
+    model, _ = tiny
+    real = torch.nn.functional.scaled_dot_product_attention
+    cudnn_allowed: list[bool] = []
+
+    def spy(*args, **kwargs):
+        if "attn_mask" in kwargs:  # the decoder's call (the vision tower's has no mask)
+            cudnn_allowed.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    ids = vectors["p2_one_image.input_ids"][None].to(model.device)
+    with torch.no_grad():
+        model.generate(ids, max_new_tokens=3, do_sample=False, eos_token_id=EOS, pad_token_id=EOS)
+    assert cudnn_allowed and set(cudnn_allowed) == {model.device.type == "cpu"}
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # restored after each call
