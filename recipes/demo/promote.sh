@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ship a checkpoint as the demo model and score it on the held-out split (from the repository root):
 #   bash recipes/demo/promote.sh recipes/demo/runs/s1_vision/checkpoint-N NAME [N_SAMPLES] [TRAIN_LOG]
-# Writes qvl_agent/assets/demo/ and recipes/demo/results/NAME.{json,png}; add the scores to README.md.
+# Writes qvl_agent/assets/demo/ (with a stub TRAINING.json: complete it with the lineage -- configs, commands,
+# seconds per run, logs -- as in the shipped one) and recipes/demo/results/NAME.{json,png}; add the scores to README.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ckpt=$1; name=$2; n=${3:-200}
