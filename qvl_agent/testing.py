@@ -2,11 +2,13 @@
 
 :class:`ScriptedBackend` is a model backend that answers from a script instead of a neural network, so the
 agent loop, protocols, server and console can be tested for their logic. It records every request it got.
+:func:`cli_error_line` checks that a failed command said so in one ``Error:`` line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from qvl_agent.backends import ModelBackend
 from qvl_agent.messages import GenerationRequest, GenerationResult
@@ -53,3 +55,12 @@ class ScriptedBackend(ModelBackend):
         for i in range(0, len(result.text), self.chunk_size):
             yield result.text[i : i + self.chunk_size]
         return result
+
+
+def cli_error_line(result: Any) -> str:
+    """The ``Error: …`` line of a failed click command run by ``CliRunner`` (asserts a non-zero exit, exactly
+    one such line and no traceback)."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output, result.output
+    (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
+    return line

@@ -147,7 +147,8 @@ def load_model(
     """Load a Qwen-VL checkpoint folder (or ``"demo"``, the embedded demo model) in eval mode.
 
     ``dtype``: a torch dtype or ``"fp32"``/``"bf16"``/``"fp16"``; by default the config's precision flags (fp32
-    on a CPU-only machine when none is set). ``device``: where to put the model (default CPU; ``"auto"``: the GPU when present).
+    on a CPU-only machine when none is set). ``device``: where to put the model (default CPU; ``"auto"``: the
+    GPU when present).
 
     Raises :class:`CheckpointNotFoundError` for a missing folder/file and :class:`CheckpointLoadError` for a
     folder that is not a Qwen-VL checkpoint (other ``model_type``), has unreadable weights, or weights that are

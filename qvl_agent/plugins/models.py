@@ -41,12 +41,13 @@ def load_local_backend(spec: str, device: str = "auto", dtype: str | None = None
     from qvl_agent.model.loading import resolve_device
 
     path = spec if spec == "demo" else str(Path(spec).expanduser().resolve())
-    key = (path, str(resolve_device(device)), dtype)
+    device_name = str(resolve_device(device))
+    key = (path, device_name, dtype)
     with _cache_lock:
         backend = _cache.get(key)
         if backend is None:
             name = "demo" if spec == "demo" else Path(path).name
-            backend = LocalQwenBackend.from_pretrained(path, name=name, device=key[1], dtype=dtype)
+            backend = LocalQwenBackend.from_pretrained(path, name=name, device=device_name, dtype=dtype)
             _cache[key] = backend
     return backend
 

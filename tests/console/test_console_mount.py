@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from qvl_agent.cli import main
+from qvl_agent.testing import cli_error_line
 
 
 def test_console_command_help():
@@ -41,12 +42,6 @@ def test_mount_console_beside_an_api(console_plugin):
         assert {"qvl-chat", "qvl-input", "qvl-tools", "qvl-grounding"} <= components
 
 
-def _error_line(result) -> str:
-    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
-    (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
-    return line
-
-
 def test_console_command_unknown_model_fails_before_serving(console_plugin, monkeypatch):
     import qvl_agent.console.app as app
 
@@ -55,7 +50,7 @@ def test_console_command_unknown_model_fails_before_serving(console_plugin, monk
 
     monkeypatch.setattr(app, "launch_console", must_not_launch)
     result = CliRunner().invoke(main, ["console", "--model", "no-such-model"])
-    line = _error_line(result)
+    line = cli_error_line(result)
     assert "cannot load model 'no-such-model'" in line and "no plugin provides a model" in line
 
 
@@ -67,5 +62,5 @@ def test_console_command_busy_port_is_one_line(console_plugin):
         busy.listen()
         port = busy.getsockname()[1]
         result = CliRunner().invoke(main, ["console", "--model", "scripted-test", "--port", str(port)])
-    line = _error_line(result)
+    line = cli_error_line(result)
     assert f"cannot listen on 127.0.0.1:{port}" in line and "OSError" in line

@@ -8,13 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from qvl_agent.cli import main
-
-
-def error_line(result) -> str:
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
-    return line
+from qvl_agent.testing import cli_error_line
 
 
 @pytest.mark.parametrize(
@@ -27,7 +21,7 @@ def error_line(result) -> str:
     ],
 )
 def test_unknown_device_or_dtype_is_one_line(command, plugin_manager):
-    assert "unknown device 'gpu0'" in error_line(CliRunner().invoke(main, [*command, "--device", "gpu0"]))
+    assert "unknown device 'gpu0'" in cli_error_line(CliRunner().invoke(main, [*command, "--device", "gpu0"]))
     result = CliRunner().invoke(main, [*command, "--dtype", "int3"])
     assert result.exit_code == 2 and "'int3' is not one of 'fp32', 'bf16', 'fp16'" in result.output
 
@@ -50,5 +44,5 @@ def test_eval_on_a_chosen_device_and_dtype_really_answers(plugin_manager):
 
 def test_device_for_a_remote_model_is_refused(plugin_manager):
     spec = "openai+http://127.0.0.1:9/v1"
-    line = error_line(CliRunner().invoke(main, ["chat", "--model", spec, "--device", "cpu", "hi"]))
+    line = cli_error_line(CliRunner().invoke(main, ["chat", "--model", spec, "--device", "cpu", "hi"]))
     assert "takes no device option" in line

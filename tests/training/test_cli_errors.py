@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from qvl_agent.model.errors import InputError
-from qvl_agent.testing import ScriptedBackend
+from qvl_agent.testing import ScriptedBackend, cli_error_line
 from qvl_agent.training import eval_cli, evaluate, trainer
 from qvl_agent.training.trainer import TrainConfig
 
@@ -23,19 +23,11 @@ TINY = {
 }
 
 
-def error_line(result) -> str:
-    """The ``Error: …`` line of a failed command (exactly one, and no traceback)."""
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
-    return line
-
-
 @pytest.mark.parametrize("option", ["--max-steps", "--log-every", "--eval-every", "--save-every", "--lora-r"])
 def test_train_rejects_zero_counts(tmp_path, option):
     # --max-steps 0 used to become the default 100, and --log-every 0 a ZeroDivisionError traceback mid-run
     result = CliRunner().invoke(_train(), [option, "0", "-o", str(tmp_path), "--quiet"])
-    assert option in error_line(result)
+    assert option in cli_error_line(result)
 
 
 def _train():
@@ -75,7 +67,7 @@ def test_a_config_too_big_for_memory_is_refused_before_it_is_built(tmp_path, mon
 def test_train_cli_too_big_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "available_memory", lambda device: 64 * 2**30)
     result = CliRunner().invoke(_train(), ["--config", "{}", "-o", str(tmp_path / "run"), "--quiet"])
-    line = error_line(result)
+    line = cli_error_line(result)
     assert "GiB" in line and "64.0 GiB is free" in line and "full-size Qwen-VL" in line
 
 
@@ -83,7 +75,7 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
     result = CliRunner().invoke(
         _train(), ["--resume-from", str(tmp_path), "-o", str(tmp_path / "run"), "--quiet"]
     )
-    assert "is not a training checkpoint (no trainer_state.pt" in error_line(result)
+    assert "is not a training checkpoint (no trainer_state.pt" in cli_error_line(result)
 
 
 def test_eval_model_failure_is_one_line_naming_the_question(monkeypatch):
@@ -94,7 +86,7 @@ def test_eval_model_failure_is_one_line_naming_the_question(monkeypatch):
     result = CliRunner().invoke(
         eval_cli.eval_command, ["--task", "vqa", "--limit", "1", "--n-samples", "4", "--quiet"]
     )
-    line = error_line(result)
+    line = cli_error_line(result)
     assert "the model failed: ConnectionError: upstream answered 503: no free slot" in line
     assert "question heldout-" in line and "(vqa)" in line and "second line" not in result.output
 
@@ -109,18 +101,18 @@ def test_eval_model_failure_is_one_line_naming_the_question(monkeypatch):
 )
 def test_eval_rejects_bad_options(args, option):
     result = CliRunner().invoke(eval_cli.eval_command, [*args, "--quiet"])
-    assert option in error_line(result)
+    assert option in cli_error_line(result)
 
 
 def test_data_generate_rejects_negative_counts(tmp_path):
     from qvl_agent.data.cli import data
 
     result = CliRunner().invoke(data, ["generate", "--out", str(tmp_path / "d"), "--n", "-3"])
-    assert "--n" in error_line(result)
+    assert "--n" in cli_error_line(result)
     result = CliRunner().invoke(
         data, ["generate", "--out", str(tmp_path / "d"), "--n", "0", "--n-heldout", "0"]
     )
-    assert "nothing to generate" in error_line(result)
+    assert "nothing to generate" in cli_error_line(result)
     assert not (tmp_path / "d").exists()
 
 
