@@ -67,6 +67,7 @@ def create_console(
     max_steps: int = 5,
     title: str = "qvl-agent console",
     catalogue: Catalogue | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> gr.Blocks:
     """Build the console.
 
@@ -75,11 +76,12 @@ def create_console(
     :param system: the initial system prompt.
     :param max_steps: the initial agent step limit (tool calls per turn).
     :param catalogue: plugins/tools/models to offer (default: read from the plugin manager).
+    :param model_options: ``device`` / ``dtype`` for the local models the picker loads (remote ones take none).
     """
     catalogue = catalogue or load_catalogue()
     preset = model if isinstance(model, ModelBackend) else None
     default_model = preset.name if preset else (model or "demo")
-    models = ModelCache(preset)
+    models = ModelCache(preset, model_options)
     model_choices = list(dict.fromkeys([default_model, *catalogue.models]))
     checked_tools = list(catalogue.tools) if tools is None else [t for t in tools if t in catalogue.tools]
     workdir = Path(tempfile.mkdtemp(prefix="qvl-console-"))

@@ -26,15 +26,16 @@ def console(model: str, host: str, port: int, max_steps: int, device: str | None
     from qvl_agent import plugins
     from qvl_agent.console.app import launch_console
 
+    options = placement(device, dtype)
     # load the model before serving: a wrong spec or a broken checkpoint is one line here, not a page that
     # fails on its first message
     try:
-        backend = plugins.resolve_model(model, **placement(device, dtype))
+        backend = plugins.resolve_model(model, **options)
     except Exception as exc:
         raise click.ClickException(f"cannot load model {model!r}: {_first_line(exc)}") from None
     click.echo(f"qvl-agent console: model {model!r} on http://{host}:{port}")
     try:
-        launch_console(backend, host=host, port=port, max_steps=max_steps)
+        launch_console(backend, host=host, port=port, max_steps=max_steps, model_options=options)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {_first_line(exc)}") from None
 

@@ -159,10 +159,14 @@ def conversation_pictures(turns: list[Turn], pictures: dict[str, Image.Image]) -
 
 
 class ModelCache:
-    """Resolves model specs through the plugin manager once and keeps the backends (loading is slow)."""
+    """Resolves model specs through the plugin manager once and keeps the backends (loading is slow).
 
-    def __init__(self, preset: ModelBackend | None = None) -> None:
+    ``options`` (``device``, ``dtype``: the console's ``--device`` / ``--dtype``) go to every model that runs
+    in this process; a remote model's factory, which takes none, gets none."""
+
+    def __init__(self, preset: ModelBackend | None = None, options: dict[str, Any] | None = None) -> None:
         self._models: dict[str, ModelBackend] = {}
+        self._options = dict(options or {})
         self._lock = threading.Lock()
         if preset is not None:
             self._models[preset.name] = preset
@@ -172,7 +176,7 @@ class ModelCache:
             if spec not in self._models:
                 from qvl_agent import plugins
 
-                self._models[spec] = plugins.resolve_model(spec)
+                self._models[spec] = plugins.resolve_model(spec, drop_unaccepted=True, **self._options)
             return self._models[spec]
 
     def names(self) -> list[str]:

@@ -319,12 +319,20 @@ def get_models(pm: PluginManager | None = None) -> list[ModelRegistration]:
     return [registration for name in ok for registration in found[name]]
 
 
-def resolve_model(spec: str | ModelBackend, pm: PluginManager | None = None, **options: Any) -> ModelBackend:
+def resolve_model(
+    spec: str | ModelBackend,
+    pm: PluginManager | None = None,
+    *,
+    drop_unaccepted: bool = False,
+    **options: Any,
+) -> ModelBackend:
     """Build the backend for a model spec: the registration whose name equals ``spec``, else the first whose
     ``matches(spec)`` is true (later plugins first, so they can override built-ins).
 
     ``options`` (e.g. ``device="cuda"``, ``dtype="bf16"`` for a model that runs in this process) go to the
-    factory; a factory that takes none of them is an :class:`InputError` naming the options."""
+    factory; a factory that does not take one of them is an :class:`InputError` naming it, or, with
+    ``drop_unaccepted``, gets only the options it takes (the console's model picker: ``--device`` applies to
+    the local models among its choices, not to a remote one)."""
     from qvl_agent.backends import ModelBackend
 
     if isinstance(spec, ModelBackend):
@@ -348,7 +356,9 @@ def resolve_model(spec: str | ModelBackend, pm: PluginManager | None = None, **o
         raise InputError(f"no plugin provides a model for {spec!r} (registered models: {known})")
     if options:
         unknown = _unaccepted_options(chosen.factory, options)
-        if unknown:
+        if unknown and drop_unaccepted:
+            options = {name: value for name, value in options.items() if name not in unknown}
+        elif unknown:
             raise InputError(
                 f"model {spec!r} (registered as {chosen.name!r} by plugin {chosen.plugin!r}) takes no "
                 f"{', '.join(unknown)} option: those apply to models that run in this process"

@@ -82,7 +82,9 @@ def serve(
             from qvl_agent.console import mount_console
         except ImportError as exc:
             raise click.ClickException(f"--ui needs the console extra: {exc}") from None
-        mount_console(app, path="/ui", model=app.state.service.backend)
+        mount_console(
+            app, path="/ui", model=app.state.service.backend, model_options=placement(device, dtype)
+        )
         click.echo(f"qvl-agent: console at http://{host}:{port}/ui", err=True)
     click.echo(f"qvl-agent: serving {model!r} at http://{host}:{port}/v1", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from qvl_agent import plugins
+from qvl_agent.hookspecs import hookimpl
 from qvl_agent.model.errors import InputError
+from qvl_agent.testing import ScriptedBackend
 from qvl_agent.plugins.models import is_checkpoint_dir
 
 
@@ -54,3 +56,24 @@ def test_bad_device_or_dtype_is_a_clear_error(plugin_manager) -> None:
 def test_options_for_a_model_that_takes_none_are_named(plugin_manager) -> None:
     with pytest.raises(InputError, match=r"takes no device option: those apply to models that run in this"):
         plugins.resolve_model("openai+http://127.0.0.1:9/v1", device="cuda")
+
+
+def test_drop_unaccepted_gives_a_factory_only_the_options_it_takes(plugin_manager) -> None:
+    seen: list[dict] = []
+
+    class Plugin:
+        @hookimpl
+        def register_models(self, register):
+            def factory(spec: str, device: str = "auto"):
+                seen.append({"device": device})
+                return ScriptedBackend("ok")
+
+            register("placed", factory)
+
+    plugin_manager.register(Plugin(), name="placed-model")
+    remote = plugins.resolve_model("openai+http://127.0.0.1:9/v1", drop_unaccepted=True, device="cuda")
+    assert remote.name == "upstream@127.0.0.1:9"  # built without the device option it does not take
+    plugins.resolve_model("placed", drop_unaccepted=True, device="cpu", dtype="bf16")
+    assert seen == [{"device": "cpu"}]  # device kept, dtype dropped
+    with pytest.raises(InputError, match="takes no dtype option"):
+        plugins.resolve_model("placed", device="cpu", dtype="bf16")

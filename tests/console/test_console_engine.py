@@ -205,3 +205,15 @@ def test_a_real_checkpoint_streams_through_the_console(console_plugin, tiny_chec
     # text as the answer or the step limit reported, never a load or generation failure
     assert turn.answer is not None or [e.split("\n")[0] for e in errors] == ["⚠ **No final answer**"]
     assert turn.answer is None or not errors
+
+
+def test_the_pickers_models_get_the_consoles_device_and_dtype(console_plugin):
+    """``console --device cpu --dtype bf16``: a local model picked later is loaded that way too; a remote one,
+    which takes no placement, is still offered."""
+    import torch
+
+    models = ModelCache(options={"device": "cpu", "dtype": "bf16"})
+    demo = models.get("demo")
+    assert demo.model.device.type == "cpu" and demo.model.dtype == torch.bfloat16
+    assert models.get("openai+http://127.0.0.1:9/v1").name == "upstream@127.0.0.1:9"
+    assert models.names() == ["demo", "openai+http://127.0.0.1:9/v1"]
