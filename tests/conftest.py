@@ -11,9 +11,12 @@ run deselects the ``gpu`` marker; ``scripts/test-gpu.sh`` is the GPU job).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from qvl_agent import plugins
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +32,18 @@ def device(request: pytest.FixtureRequest):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     return torch.device(request.param)
+
+
+@pytest.fixture
+def plugin_manager() -> Iterator[plugins.PluginManager]:
+    """The process-wide plugin manager replaced, for one test, by one holding only the built-in plugins (no
+    entry points); add per-test plugins with ``plugin_manager.register(obj, name=...)``."""
+    pm = plugins.create_plugin_manager(load_entry_points=False)
+    previous = plugins.set_plugin_manager(pm)
+    try:
+        yield pm
+    finally:
+        plugins.set_plugin_manager(previous)
 
 
 def testdata_dir() -> Path:

@@ -9,8 +9,8 @@ import pytest
 from qvl_agent import plugins
 from qvl_agent.hookspecs import hookimpl
 from qvl_agent.model.errors import InputError
-from qvl_agent.testing import ScriptedBackend
 from qvl_agent.plugins.models import is_checkpoint_dir
+from qvl_agent.testing import ScriptedBackend
 
 
 def test_which_specs_are_local_checkpoints(tmp_path: Path) -> None:

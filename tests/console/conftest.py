@@ -80,16 +80,11 @@ class ConsoleTestPlugin:
 
 
 @pytest.fixture
-def console_plugin() -> Iterator[ConsoleTestPlugin]:
-    """A fresh plugin manager (built-ins + this test plugin, no external plugins) for the test's duration."""
-    pm = plugins.create_plugin_manager(load_entry_points=False)
+def console_plugin(plugin_manager: plugins.PluginManager) -> ConsoleTestPlugin:
+    """This test plugin on a fresh plugin manager (built-ins + it, no external plugins) for the test."""
     plugin = ConsoleTestPlugin()
-    pm.register(plugin, name="console-test")
-    previous = plugins.set_plugin_manager(pm)
-    try:
-        yield plugin
-    finally:
-        plugins.set_plugin_manager(previous)
+    plugin_manager.register(plugin, name="console-test")
+    return plugin
 
 
 def free_port() -> int:

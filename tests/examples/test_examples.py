@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import runpy
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,6 @@ from qvl_agent.hookspecs import hookimpl
 from qvl_agent.testing import ScriptedBackend
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-@pytest.fixture
-def plugin_manager() -> Iterator[plugins.PluginManager]:
-    pm = plugins.create_plugin_manager(load_entry_points=False)
-    previous = plugins.set_plugin_manager(pm)
-    try:
-        yield pm
-    finally:
-        plugins.set_plugin_manager(previous)
 
 
 @pytest.fixture

@@ -11,12 +11,9 @@ from qvl_agent import plugins
 
 
 @pytest.fixture
-def pm() -> Iterator[plugins.PluginManager]:
-    """A manager with the built-in plugins only (no entry points), used by every ``qvl_agent.plugins`` call."""
-    manager = plugins.create_plugin_manager(load_entry_points=False)
-    previous = plugins.set_plugin_manager(manager)
-    yield manager
-    plugins.set_plugin_manager(previous)
+def pm(plugin_manager: plugins.PluginManager) -> plugins.PluginManager:
+    """The root ``plugin_manager`` fixture (built-ins only, used by every ``qvl_agent.plugins`` call)."""
+    return plugin_manager
 
 
 @pytest.fixture

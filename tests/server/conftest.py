@@ -61,16 +61,13 @@ def running_server_class() -> type[RunningServer]:
 
 
 @pytest.fixture
-def plugin_manager() -> Iterator[plugins.PluginManager]:
-    """A fresh plugin manager with the built-ins only (plus the upstream model plugin), installed globally."""
-    pm = plugins.create_plugin_manager(load_entry_points=False)
+def plugin_manager(plugin_manager: plugins.PluginManager) -> plugins.PluginManager:
+    """The root fixture's fresh built-ins-only manager, plus the upstream (``openai+http``) model plugin."""
     import qvl_agent.plugins.upstream as upstream_plugin
 
-    if not pm.is_registered(upstream_plugin):
-        pm.register(upstream_plugin, name="qvl_agent.plugins.upstream")
-    previous = plugins.set_plugin_manager(pm)
-    yield pm
-    plugins.set_plugin_manager(previous)
+    if not plugin_manager.is_registered(upstream_plugin):
+        plugin_manager.register(upstream_plugin, name="qvl_agent.plugins.upstream")
+    return plugin_manager
 
 
 @pytest.fixture
