@@ -1,0 +1,105 @@
+"""Where a demo checkpoint fails, by question form: the table of the README's "Where it fails".
+
+    python recipes/demo/failures.py recipes/demo/results/demo_bind3.json recipes/demo/results/demo_shape.json
+
+Each argument is the ``--output`` of ``qvl-agent eval --model demo --task all --n-samples N`` (seed 0); the
+questions are rebuilt from the held-out synthetic split (every sample is a pure function of its index), so
+``--n-samples`` must match the runs'. Prints one markdown row per question form, "correct / asked" per file.
+Tool rows count the reference call's tool: arguments right for zoom boxes and calculator expressions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from qvl_agent.training.evaluate import synthetic_items
+
+Form = tuple[str, str]
+
+
+def question(query: str) -> str:
+    """The words of the question, after the last picture."""
+    return query.split("</img>")[-1].strip()
+
+
+def grounding_form(q: str) -> str:
+    if 'the word "' in q:
+        return 'a word ("Find/Locate/Where is the word …")'
+    if q.startswith("Where is"):
+        return '"Where is the …"'
+    return '"Find/Locate the <colour/size> <shape>"'
+
+
+def vqa_form(q: str) -> str:
+    if q.startswith("How many"):
+        return "counting"
+    if "<box>" in q:
+        return 'box → name ("What is in <box>", "What object is <box>")'
+    if q.startswith(("What shape", "What word")):
+        return '"What shape is …", "What word is …"'
+    return '"Is there a …", "Where is …", "How big is …", colour'
+
+
+def multi_image_form(q: str) -> str:
+    if q.startswith("Find"):
+        return '"Find … in Picture k"'
+    if q.startswith("Which picture"):
+        return '"Which picture has …"'
+    if q.startswith("How many"):
+        return "counting in Picture k"
+    return '"What colour is the <shape> in Picture k"'
+
+
+FORMS: dict[str, Callable[[str], str]] = {
+    "grounding": grounding_form,
+    "vqa": vqa_form,
+    "multi-image": multi_image_form,
+}
+TOOL_ROWS = {"zoom": "zoom box (IoU ≥ 0.5)", "calculator": "calculator expression"}
+
+
+def tally(result_file: Path, queries: dict[str, tuple[str, str]]) -> dict[Form, list[int]]:
+    """(task, form) -> [correct, asked] for one eval output."""
+    counts: dict[Form, list[int]] = {}
+
+    def add(form: Form, ok: bool) -> None:
+        cell = counts.setdefault(form, [0, 0])
+        cell[0] += int(ok)
+        cell[1] += 1
+
+    for p in json.loads(result_file.read_text(encoding="utf-8"))["predictions"]:
+        if p["id"] not in queries:
+            raise SystemExit(f"{result_file}: question {p['id']} is not in the split; is --n-samples right?")
+        query, expected = queries[p["id"]]
+        if p["task"] in FORMS:
+            add((p["task"], FORMS[p["task"]](question(query))), p["correct"])
+        elif p["task"] == "tools" and p["tool"] is not None:
+            add(("tools", "format and tool choice"), p["tool"]["valid_format"] and p["tool"]["right_tool"])
+            tool = re.search(r"^Action: (\w+)", expected, re.M)
+            if tool and tool.group(1) in TOOL_ROWS:
+                add(("tools", TOOL_ROWS[tool.group(1)]), p["tool"]["right_arguments"])
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path, help="eval outputs (JSON with 'predictions')")
+    parser.add_argument("--n-samples", type=int, default=200, help="as given to qvl-agent eval")
+    args = parser.parse_args()
+    queries = {item.id: (item.query, item.expected) for item in synthetic_items(args.n_samples, seed=0)}
+    tables = [tally(path, queries) for path in args.results]
+    tasks = [*FORMS, "tools"]
+    forms = sorted({f for t in tables for f in t}, key=lambda f: (tasks.index(f[0]), f[1]))
+    print("| task | question | " + " | ".join(f"`{p.stem}`" for p in args.results) + " |")
+    print("|---|---|" + "---|" * len(tables))
+    for task, form in forms:
+        cells = [f"{t[(task, form)][0]}/{t[(task, form)][1]}" if (task, form) in t else "–" for t in tables]
+        print(f"| {task} | {form} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

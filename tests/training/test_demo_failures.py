@@ -1,0 +1,42 @@
+"""``recipes/demo/failures.py`` sorts an eval output's answers into the README's question forms."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo"
+sys.path.insert(0, str(RECIPE))
+
+from failures import FORMS, question, tally  # noqa: E402
+
+from qvl_agent.training.evaluate import synthetic_items  # noqa: E402
+
+
+def test_every_question_is_counted_once_under_its_form(tmp_path: Path) -> None:
+    items = synthetic_items(12, seed=0)
+    wrong = next(i for i in items if i.task == "vqa" and question(i.query).startswith("How many"))
+    predictions = [
+        {
+            "id": i.id,
+            "task": i.task,
+            "correct": i is not wrong,
+            "tool": {"valid_format": True, "right_tool": True, "right_arguments": False}
+            if i.task == "tools"
+            else None,
+        }
+        for i in items
+    ]
+    (tmp_path / "run.json").write_text(json.dumps({"predictions": predictions}))
+    counts = tally(tmp_path / "run.json", {i.id: (i.query, i.expected) for i in items})
+
+    for task in FORMS:
+        assert sum(asked for (t, _), (_, asked) in counts.items() if t == task) == sum(
+            i.task == task for i in items
+        )
+    assert counts[("vqa", "counting")][0] == counts[("vqa", "counting")][1] - 1  # the one wrong answer
+    tools = sum(i.task == "tools" for i in items)
+    assert counts[("tools", "format and tool choice")] == [tools, tools]
+    zooms = sum("Action: zoom" in i.expected for i in items if i.task == "tools")
+    assert counts.get(("tools", "zoom box (IoU ≥ 0.5)"), [0, 0]) == [0, zooms]
