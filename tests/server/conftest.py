@@ -61,16 +61,6 @@ def running_server_class() -> type[RunningServer]:
 
 
 @pytest.fixture
-def plugin_manager(plugin_manager: plugins.PluginManager) -> plugins.PluginManager:
-    """The root fixture's fresh built-ins-only manager, plus the upstream (``openai+http``) model plugin."""
-    import qvl_agent.plugins.upstream as upstream_plugin
-
-    if not plugin_manager.is_registered(upstream_plugin):
-        plugin_manager.register(upstream_plugin, name="qvl_agent.plugins.upstream")
-    return plugin_manager
-
-
-@pytest.fixture
 def register_backend(plugin_manager: plugins.PluginManager) -> Callable[[str, ModelBackend], None]:
     """Register a backend under a model name through a per-test ``register_models`` plugin."""
 
