@@ -65,6 +65,15 @@ def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneOb
     return []
 
 
+def _pictures_asked(question: str, pictures: list[str]) -> list[str]:
+    """The pictures whose objects a question is about: the one it names, else all (or the only one)."""
+    if question.startswith(("Which picture has", "Multiply the number")):
+        return pictures
+    if m := PICTURE.search(question):
+        return [pictures[int(m[1]) - 1]] if int(m[1]) <= len(pictures) else []
+    return pictures[:1] if len(pictures) == 1 else []
+
+
 def turn_objects(sample: Sample, grid: int, coord_step: int = 1) -> list[list[tuple[str, int]]]:
     """For each assistant turn: the ``(picture path, cell)`` of every object it is about (empty: none)."""
     pictures = [p for p in sample.images if p in sample.scene_of]
@@ -77,17 +86,52 @@ def turn_objects(sample: Sample, grid: int, coord_step: int = 1) -> list[list[tu
             continue
         # a grounding answer's box names its object exactly; otherwise the question says what it is about
         text = answer if BOX.search(answer) and not BOX.search(question) else question
-        if question.startswith(("Which picture has", "Multiply the number")):
-            chosen = pictures
-        elif m := PICTURE.search(question):
-            chosen = [pictures[int(m[1]) - 1]] if int(m[1]) <= len(pictures) else []
-        else:
-            chosen = pictures[:1] if len(pictures) == 1 else []
         targets = []
-        for path in chosen:
+        for path in _pictures_asked(question, pictures):
             scene = sample.scene_of[path]
             targets += [(path, cell_of(scene, o, grid)) for o in _objects_named(text, scene, coord_step)]
         out.append(targets)
+    return out
+
+
+def image_span_starts(input_ids: list[int], image_refs: list[str], tokenizer) -> dict[str, int]:
+    """The position of image token 0 of each picture (its ``<img>`` sits one before)."""
+    starts: dict[str, int] = {}
+    i = 0
+    for ref in image_refs:
+        i = input_ids.index(tokenizer.img_start_id, i)
+        starts.setdefault(ref, i + 1)
+        i += 1
+    return starts
+
+
+def answer_queries(input_ids: list[int], labels: list[int], tokenizer) -> list[range]:
+    """For each assistant turn: the positions that predict its answer.
+
+    For a grounding answer, only those predicting ``<box>(x1,y1),(x2,y2)</box>``; otherwise those predicting
+    the answer, not the closing ``<|im_end|>``. A ReAct answer is split by its masked observation: only the run
+    before it (the call) counts.
+    """
+    runs, start = [], None
+    for pos, label in enumerate([*labels, IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
+            start = pos
+        elif label == IGNORE_INDEX and start is not None:
+            runs.append((start, pos))
+            start = None
+    ref_end = tokenizer.special_tokens["</ref>"]
+    box_end = tokenizer.special_tokens["</box>"]
+    out: list[range] = []
+    opens_turn = True
+    for first, stop in runs:
+        ends_turn = labels[stop - 1] == tokenizer.im_end_id
+        if opens_turn:
+            answer = input_ids[first:stop]
+            if ref_end in answer and box_end in answer:
+                out.append(range(first + answer.index(ref_end), first + answer.index(box_end)))
+            else:
+                out.append(range(first - 1, stop - 2 if ends_turn else stop - 1))
+        opens_turn = ends_turn
     return out
 
 
@@ -98,44 +142,70 @@ def query_targets(
     turns: list[list[tuple[str, int]]],
     tokenizer,
     max_targets: int,
+    skip: frozenset[int] = frozenset(),
 ) -> list[tuple[int, list[int]]]:
     """``(query position, key positions)`` pairs of one encoded conversation.
 
-    The query positions are those predicting the answer tokens of a turn about objects (for a grounding
-    answer, only those predicting ``<box>(x1,y1),(x2,y2)</box>``); the keys are the image tokens of its objects.
+    The query positions are :func:`answer_queries` of each turn about objects (but the turns in ``skip``);
+    the keys are the image tokens of its objects.
     """
-    span_start: dict[str, int] = {}
-    i = 0
-    for ref in image_refs:
-        i = input_ids.index(tokenizer.img_start_id, i)
-        span_start.setdefault(ref, i + 1)  # image token k sits at <img> + 1 + k
-        i += 1
-    runs, start = [], None
-    for pos, label in enumerate([*labels, IGNORE_INDEX]):
-        if label != IGNORE_INDEX and start is None:
-            start = pos
-        elif label == IGNORE_INDEX and start is not None:
-            runs.append((start, pos))
-            start = None
-    ref_end = tokenizer.special_tokens["</ref>"]
-    box_end = tokenizer.special_tokens["</box>"]
+    starts = image_span_starts(input_ids, image_refs, tokenizer)
     pairs: list[tuple[int, list[int]]] = []
-    turn, opens_turn = 0, True
-    for first, stop in runs:
-        if turn >= len(turns):
-            break
-        ends_turn = labels[stop - 1] == tokenizer.im_end_id
-        # a ReAct answer is split by its masked observation: only the run before it (the call) is supervised
-        keys = sorted({span_start[path] + cell for path, cell in turns[turn] if path in span_start})
-        if opens_turn and keys and len(keys) <= max_targets:
-            answer = input_ids[first:stop]
-            if ref_end in answer and box_end in answer:
-                queries = range(first + answer.index(ref_end), first + answer.index(box_end))
-            else:  # predicting the answer, not the closing <|im_end|>
-                queries = range(first - 1, stop - 2 if ends_turn else stop - 1)
+    for turn, queries in enumerate(answer_queries(input_ids, labels, tokenizer)[: len(turns)]):
+        keys = sorted({starts[path] + cell for path, cell in turns[turn] if path in starts})
+        if turn not in skip and keys and len(keys) <= max_targets:
             pairs += [(q, keys) for q in queries if q > max(keys)]
-        opens_turn = ends_turn
-        turn += ends_turn
+    return pairs
+
+
+COUNTED = re.compile(r"How many |Is there a |Which picture has an? ")
+
+
+def count_turns(sample: Sample, grid: int) -> list[list[tuple[str, int]] | None]:
+    """For each assistant turn whose answer says how many objects match ("How many …", "Is there a …",
+    "Which picture has a …"; not in a tool episode): the ``(picture path, cell)`` of every match, one entry per
+    object (two in one cell: that cell twice; none: empty). Other turns: ``None``."""
+    pictures = [p for p in sample.images if p in sample.scene_of]
+    out: list[list[tuple[str, int]] | None] = []
+    for i in range(0, len(sample.conversations) - 1, 2):
+        question = sample.conversations[i]["value"].rsplit("</img>\n", 1)[-1]
+        asked = _pictures_asked(question, pictures)
+        if sample.task == "tools" or not COUNTED.match(question) or not asked:
+            out.append(None)
+            continue
+        out.append(
+            [
+                (path, cell_of(sample.scene_of[path], o, grid))
+                for path in asked
+                for o in _objects_named(question, sample.scene_of[path], 1)
+            ]
+        )
+    return out
+
+
+def count_targets(
+    input_ids: list[int],
+    labels: list[int],
+    image_refs: list[str],
+    counts: list[list[tuple[str, int]] | None],
+    tokenizer,
+    max_targets: int,
+) -> list[tuple[int, list[int]]]:
+    """``(query position, key positions)`` of the :func:`count_turns`: position 0 (the conversation's first
+    token, the same in every sample), then the image token of every match (repeated for two in one cell).
+
+    Scored with ``uniform`` attention supervision, the head spreads its attention evenly over those keys, so
+    position 0 gets 1/(n+1) of it: the head's output then says how many match (all of it for none), where
+    attention over the matches alone gives their average, the same for one object as for four.
+    """
+    starts = image_span_starts(input_ids, image_refs, tokenizer)
+    pairs: list[tuple[int, list[int]]] = []
+    for turn, queries in enumerate(answer_queries(input_ids, labels, tokenizer)[: len(counts)]):
+        if counts[turn] is None:
+            continue
+        keys = [0] + sorted(starts[path] + cell for path, cell in counts[turn] if path in starts)
+        if len(keys) <= max_targets:
+            pairs += [(q, keys) for q in queries]
     return pairs
 
 
@@ -234,15 +304,16 @@ def log_target_mass(log_p: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 # the most keys per query of each supervised attention, unless the config says otherwise
-MAX_TARGETS = {"attn": 8, "question": 24, "picture": 1}
+MAX_TARGETS = {"attn": 8, "question": 24, "picture": 1, "count": 10}
 
 
 def supervised_attentions(attention: dict | None) -> dict[str, dict]:
     """The config's ``joint.attention`` as ``{batch prefix: settings}``: ``attn`` (object binding, the
-    top-level ``layers``/``head``/``weight``) and, where set, the ``question`` gather and ``picture`` labels."""
+    top-level ``layers``/``head``/``weight``) and, where set, the ``question`` gather, ``picture`` labels and
+    ``count`` (counting turns, then left out of ``attn``)."""
     if not attention:
         return {}
-    return {"attn": attention} | {k: attention[k] for k in ("question", "picture") if k in attention}
+    return {"attn": attention} | {k: attention[k] for k in ("question", "picture", "count") if k in attention}
 
 
 class AttentionSupervision:
@@ -252,9 +323,11 @@ class AttentionSupervision:
     ``attn_query``/``attn_keys``.
     """
 
-    def __init__(self, model: nn.Module, layers: list[int], head: int) -> None:
+    def __init__(self, model: nn.Module, layers: list[int], head: int, uniform: bool = False) -> None:
+        """``uniform``: score the attention against an even spread over the keys (a repeated key counts as
+        many times as it appears) instead of only the mass on them (:func:`count_targets`)."""
         self.blocks = [model.transformer.h[i].attn for i in layers]
-        self.head = head
+        self.head, self.uniform = head, uniform
         self.inputs: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = []
         self.hooks: list = []
 
@@ -291,12 +364,22 @@ class AttentionSupervision:
         return out
 
     def loss(self, query: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean ``-log`` attention mass on the target keys (``-1``: none), over queries and supervised layers."""
+        """Mean ``-log`` attention mass on the target keys (``-1``: none), over queries and supervised layers;
+        ``uniform``: the mean cross-entropy against an even spread over the keys."""
         if query.numel() == 0:
             return self.inputs[0][0].sum() * 0.0, {}
         total, mass = 0.0, []
+        # the mass on the keys counts a repeated key once (repeats are adjacent: keys are sorted)
+        repeated = torch.zeros_like(keys, dtype=torch.bool)
+        repeated[:, 1:] = keys[:, 1:] == keys[:, :-1]
+        distinct = keys.masked_fill(repeated, -1)
         for log_p in self.log_attention(query):
-            on_target = log_target_mass(log_p, keys)
-            total = total - on_target.mean()
+            on_target = log_target_mass(log_p, distinct)
+            if self.uniform:
+                valid = keys >= 0
+                per_key = log_p.gather(1, keys.clamp(min=0)).masked_fill(~valid, 0.0)
+                total = total - (per_key.sum(1) / valid.sum(1)).mean()
+            else:
+                total = total - on_target.mean()
             mass.append(on_target.detach().exp().mean())
         return total / len(self.blocks), {"attn_mass": sum(mass) / len(mass)}

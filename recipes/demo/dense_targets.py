@@ -72,9 +72,10 @@ class DenseHead(nn.Module):
     def __init__(
         self, dim: int, word_embedding: nn.Embedding | None = None, word_ids: dict | None = None
     ) -> None:
-        """``word_embedding`` + ``word_ids`` (``{"colour": [ids], "shape": [ids]}``, in class order): also score
-        colour and shape against the language model's own embeddings of those words, so an image token
-        holding a yellow square points the way the text tokens " yellow" and " square" do."""
+        """``word_embedding`` + ``word_ids`` (``{"colour": [ids], "shape": [ids], ...}``, in class order): also
+        score those classes against the language model's own embeddings of their words, so an image token
+        holding a yellow square points the way the text tokens " yellow" and " square" do. A list shorter than
+        its classes skips the first ones (``word``: class 0, "not a word", has no token)."""
         super().__init__()
         self.sizes = [1] + [n for _, n in CLASSES] + [4]
         self.linear = nn.Linear(dim, sum(self.sizes))
@@ -102,10 +103,15 @@ class DenseHead(nn.Module):
                 loss = loss + F.cross_entropy(logits[mask], labels[mask]) / 4
                 metrics[name] = (logits[mask].argmax(-1) == labels[mask]).float().mean().detach()
                 if name in self.word_ids and self.word_embedding[0] is not None:
-                    table = self.word_embedding[0].weight[self.word_ids[name]]
-                    tied = tokens[keep][mask].float() @ table.float().T
-                    loss = loss + F.cross_entropy(tied, labels[mask]) / 4
-                    metrics[f"{name}_tied"] = (tied.argmax(-1) == labels[mask]).float().mean().detach()
+                    ids = self.word_ids[name]
+                    offset = logits.shape[-1] - len(ids)
+                    rows = mask & (labels >= offset)
+                    if rows.any():
+                        table = self.word_embedding[0].weight[ids]
+                        tied = tokens[keep][rows].float() @ table.float().T
+                        loss = loss + F.cross_entropy(tied, labels[rows] - offset) / 4
+                        hits = tied.argmax(-1) == labels[rows] - offset
+                        metrics[f"{name}_tied"] = hits.float().mean().detach()
         mask = targets["objectness"][keep] > 0.5
         if mask.any():
             error = (box[mask] - targets["box"][keep][mask]).abs()

@@ -39,6 +39,8 @@ sys.path.insert(0, str(HERE))
 from attention_targets import (  # noqa: E402
     MAX_TARGETS,
     AttentionSupervision,
+    count_targets,
+    count_turns,
     picture_targets,
     query_targets,
     question_targets,
@@ -131,13 +133,35 @@ class ChatData(Dataset):
             encoded.append(enc)
             if pairs:
                 turns = turn_objects(sample, self.grid, spec.coord_step)
+                counted: list[tuple[int, list[int]]] = []
+                skip: frozenset[int] = frozenset()
+                if "count" in pairs:  # counting turns get their own (uniform) targets instead of `attn`'s
+                    counts = count_turns(sample, self.grid)
+                    skip = frozenset(i for i, c in enumerate(counts) if c is not None)
+                    counted = count_targets(
+                        enc.input_ids,
+                        enc.labels,
+                        enc.image_refs,
+                        counts,
+                        self.tokenizer,
+                        self.targets["count"],
+                    )
+                    pairs["count"].append(counted)
                 objects = query_targets(
-                    enc.input_ids, enc.labels, enc.image_refs, turns, self.tokenizer, self.targets["attn"]
+                    enc.input_ids,
+                    enc.labels,
+                    enc.image_refs,
+                    turns,
+                    self.tokenizer,
+                    self.targets["attn"],
+                    skip,
                 )
                 pairs["attn"].append(objects)
                 if "question" in pairs:
                     pairs["question"].append(
-                        question_targets(enc.input_ids, objects, self.tokenizer, self.targets["question"])
+                        question_targets(
+                            enc.input_ids, objects + counted, self.tokenizer, self.targets["question"]
+                        )
                     )
                 if "picture" in pairs:
                     pairs["picture"].append(picture_targets(enc.input_ids, self.tokenizer))
@@ -262,10 +286,19 @@ def main() -> None:
     if cfg.get("tie_words"):
         from dense_targets import COLOUR_IDS, SHAPE_IDS
 
+        from qvl_agent.data.scenes import WORDS
+
         def first_id(word: str) -> int:
             return tokenizer.encode(" " + ("word" if word == "text" else word))[0]
 
-        word_ids = {"colour": [first_id(c) for c in COLOUR_IDS], "shape": [first_id(s) for s in SHAPE_IDS]}
+        # `true`: colour and shape; a list may add "word" (a written word is quoted, so its token has no space)
+        tied = ["colour", "shape"] if cfg["tie_words"] is True else cfg["tie_words"]
+        word_ids = {
+            "colour": [first_id(c) for c in COLOUR_IDS],
+            "shape": [first_id(s) for s in SHAPE_IDS],
+            "word": [tokenizer.encode(w)[0] for w in WORDS],
+        }
+        word_ids = {k: v for k, v in word_ids.items() if k in tied}
     head = DenseHead(visual.output_dim, model.transformer.wte if word_ids else None, word_ids)
     model.to(device)
     head.to(device)
@@ -319,7 +352,11 @@ def main() -> None:
             )
             # (batch prefix, the hooked head, loss weight) of each supervised attention
             watches = [
-                (prefix, AttentionSupervision(model, sub["layers"], sub["head"]), sub["weight"])
+                (
+                    prefix,
+                    AttentionSupervision(model, sub["layers"], sub["head"], sub.get("uniform", False)),
+                    sub["weight"],
+                )
                 for prefix, sub in supervised_attentions(pc.get("attention")).items()
             ]
         optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=pc.get("weight_decay", 0.01))

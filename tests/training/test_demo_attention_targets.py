@@ -21,6 +21,8 @@ from attention_targets import (  # noqa: E402
     BOX,
     FUNCTION_WORDS,
     AttentionSupervision,
+    count_targets,
+    count_turns,
     picture_targets,
     query_targets,
     question_targets,
@@ -270,3 +272,80 @@ def test_the_scored_attention_is_the_attention_the_model_computes(tiny_model) ->
     torch.testing.assert_close(rebuilt, mixed[0][r, q, head * d : (head + 1) * d], atol=1e-5, rtol=1e-4)
     loss, metrics = watch.loss(tensors["attn_query"], tensors["attn_keys"])
     assert loss.item() > 0 and 0 < metrics["attn_mass"].item() < 1
+
+
+def test_counting_turns_target_position_0_then_every_matching_object(tiny_model) -> None:
+    _, tokenizer = tiny_model
+    seen = set()
+    for kinds in ({"single": 1.0}, {"multi": 1.0}, {"tools": 1.0}):
+        for sample in samples({"vqa": 1.0}, kinds=kinds, n=40):
+            enc = encode_conversation(tokenizer, sample.conversations)
+            counts = count_turns(sample, GRID)
+            turns = turn_objects(sample, GRID)
+            paths = list(sample.images)
+            pairs = count_targets(enc.input_ids, enc.labels, enc.image_refs, counts, tokenizer, 10)
+            for turn, matches in enumerate(counts):
+                question = sample.conversations[2 * turn]["value"].rsplit("</img>\n", 1)[-1]
+                answer = sample.conversations[2 * turn + 1]["value"]
+                if matches is None:
+                    assert "tools" in kinds or not re.match(
+                        r"How many|Is there|Which picture has an? ", question
+                    )
+                    continue
+                # one entry per object, repeated when two share a cell; the same cells as the binding targets
+                assert sorted(set(matches)) == sorted(turns[turn])
+                if question.startswith("How many"):
+                    assert len(matches) == int(answer)
+                    if m := re.search(r"in Picture (\d)", question):
+                        assert {p for p, _ in matches} <= {paths[int(m[1]) - 1]}
+                elif question.startswith("Is there"):
+                    assert answer == ("yes" if matches else "no")
+                else:
+                    having = {f"Picture {paths.index(p) + 1}" for p, _ in matches}
+                    assert answer == {0: "neither", 2: "both"}.get(len(having), next(iter(having), ""))
+                seen.add((next(iter(kinds)), question.split()[0], min(len(matches), 2)))
+            for q, keys in pairs:
+                assert keys[0] == 0
+                starts = [i + 1 for i, t in enumerate(enc.input_ids) if t == tokenizer.img_start_id]
+                assert all(any(s <= k < s + GRID * GRID for s in starts) for k in keys[1:])
+                assert enc.labels[q + 1] != -100  # it predicts the answer
+            # the counting turns are left out of the object-binding targets
+            skip = frozenset(i for i, c in enumerate(counts) if c is not None)
+            bound = query_targets(enc.input_ids, enc.labels, enc.image_refs, turns, tokenizer, 8, skip)
+            assert not {q for q, _ in bound} & {q for q, _ in pairs}
+    for form in [("single", "How", 0), ("single", "How", 2), ("single", "Is", 0), ("single", "Is", 1)]:
+        assert form in seen
+    assert {("multi", "How", 1), ("multi", "Which", 0), ("multi", "Which", 1)} <= seen
+
+
+def test_uniform_supervision_scores_an_even_spread_and_counts_a_repeated_key_once(tiny_model) -> None:
+    model, tokenizer = tiny_model
+    encoded, pictures, _ = encoded_batch(tokenizer, {"vqa": 1.0})
+    batch = collate(encoded, tokenizer.eod_id)
+    start = encoded[0].input_ids.index(tokenizer.img_start_id)
+    query = torch.tensor([[0, start + GRID * GRID + 2], [1, start + GRID * GRID + 3]])
+    # row 0: position 0 and one object; row 1: position 0 and two objects in one cell (a repeated key)
+    keys = torch.tensor([[0, start + 5, -1], [0, start + 9, start + 9]])
+    uniform = AttentionSupervision(model, [0, 1], 0, uniform=True)
+    mass = AttentionSupervision(model, [0, 1], 0)
+    with torch.no_grad(), uniform, mass:
+        model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=model.transformer.visual.image_processor(pictures),
+        )
+    loss, metrics = uniform.loss(query, keys)
+    layers = uniform.log_attention(query)
+    expected = -sum(
+        (lp[0, 0] + lp[0, start + 5]) / 2 + (lp[1, 0] + 2 * lp[1, start + 9]) / 3 for lp in layers
+    ) / (2 * len(layers))
+    torch.testing.assert_close(loss, expected)
+    on_keys = [
+        (lp[0, 0].exp() + lp[0, start + 5].exp() + lp[1, 0].exp() + lp[1, start + 9].exp()) / 2
+        for lp in layers
+    ]
+    torch.testing.assert_close(metrics["attn_mass"], sum(on_keys) / len(on_keys))
+    # the mass loss sees the same keys, counting the repeated one once
+    mass_loss, mass_metrics = mass.loss(query, keys)
+    torch.testing.assert_close(mass_metrics["attn_mass"], metrics["attn_mass"])
+    assert mass_loss < loss  # an even spread is a stricter target than mass on the keys

@@ -51,9 +51,10 @@ TINY = {
             "weight": 0.5,
             "question": {"layers": [0], "head": 1, "weight": 0.5},
             "picture": {"layers": [0], "head": 2, "weight": 0.25},
+            "count": {"layers": [1], "head": 0, "weight": 0.5, "uniform": True},
         },
     },
-    "tie_words": True,
+    "tie_words": ["colour", "shape", "word"],
     "similarity_init_layers": 1,
 }
 
@@ -88,6 +89,8 @@ def test_a_run_stopped_by_max_minutes_resumes_where_it_stopped_and_finishes(tmp_
     assert [r["step"] for r in joint] == [3, 4, 5]
     # every supervised attention contributed a loss, and the final model loads and answers
     assert all({"attn_mass", "question_mass", "picture_mass"} <= set(r) for r in joint)
+    assert any("count_mass" in r for r in joint)  # a step has a counting turn or not, by chance
+    assert any("word_tied" in r for r in records)  # written words scored against their tokens
     assert records[-1]["final"] is True
     model, tokenizer = load_model(out / "final")
     assert model.config.num_hidden_layers == 2 and tokenizer("Picture 1:")["input_ids"]
