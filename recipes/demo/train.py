@@ -106,6 +106,13 @@ class ChatData(Dataset):
             prefix: sub.get("max_targets", MAX_TARGETS[prefix])
             for prefix, sub in supervised_attentions(attention).items()
         }
+        # counting turns leave the object-binding targets when both supervise the same head (they disagree)
+        count, bind = (attention or {}).get("count"), attention or {}
+        self.count_replaces_binding = (
+            bool(count)
+            and count["head"] == bind.get("head")
+            and bool(set(count["layers"]) & set(bind.get("layers", [])))
+        )
         self.curriculum = curriculum or []
         self.grid, self.batch, self.max_length = grid, batch, max_length
 
@@ -135,9 +142,10 @@ class ChatData(Dataset):
                 turns = turn_objects(sample, self.grid, spec.coord_step)
                 counted: list[tuple[int, list[int]]] = []
                 skip: frozenset[int] = frozenset()
-                if "count" in pairs:  # counting turns get their own (uniform) targets instead of `attn`'s
+                if "count" in pairs:  # counting turns also get their own (uniform) targets
                     counts = count_turns(sample, self.grid)
-                    skip = frozenset(i for i, c in enumerate(counts) if c is not None)
+                    if self.count_replaces_binding:
+                        skip = frozenset(i for i, c in enumerate(counts) if c is not None)
                     counted = count_targets(
                         enc.input_ids,
                         enc.labels,
@@ -158,9 +166,13 @@ class ChatData(Dataset):
                 )
                 pairs["attn"].append(objects)
                 if "question" in pairs:
+                    bound = {q for q, _ in objects}
                     pairs["question"].append(
                         question_targets(
-                            enc.input_ids, objects + counted, self.tokenizer, self.targets["question"]
+                            enc.input_ids,
+                            objects + [p for p in counted if p[0] not in bound],
+                            self.tokenizer,
+                            self.targets["question"],
                         )
                     )
                 if "picture" in pairs:

@@ -349,3 +349,28 @@ def test_uniform_supervision_scores_an_even_spread_and_counts_a_repeated_key_onc
     mass_loss, mass_metrics = mass.loss(query, keys)
     torch.testing.assert_close(mass_metrics["attn_mass"], metrics["attn_mass"])
     assert mass_loss < loss  # an even spread is a stricter target than mass on the keys
+
+
+def test_counting_turns_keep_their_binding_targets_unless_counting_shares_the_binding_head(
+    tiny_model,
+) -> None:
+    from train import ChatData
+
+    _, tokenizer = tiny_model
+    spec = MixSpec(kinds={"single": 1.0}, questions={"vqa": 1.0}, min_turns=4, max_turns=6)
+    binding = {"layers": [1, 2], "head": 0, "weight": 0.5}
+
+    def batch(count_head: int) -> dict:
+        attention = binding | {"count": {"layers": [2], "head": count_head, "weight": 0.5, "uniform": True}}
+        data = ChatData(
+            7, spec, tokenizer, lambda pictures: torch.zeros(len(pictures)), GRID, 4, 2048, None, attention
+        )
+        return data[3]
+
+    shared, own = batch(0), batch(3)
+    rows = lambda b, prefix: {tuple(x) for x in b[f"{prefix}_query"].tolist()}  # noqa: E731
+    assert rows(shared, "count") == rows(own, "count") and rows(own, "count")
+    # on its own head, counting adds targets; on the binding head, its turns leave `attn`
+    assert rows(shared, "attn") < rows(own, "attn")
+    assert not rows(shared, "attn") & rows(shared, "count")
+    assert rows(own, "attn") & rows(own, "count")
