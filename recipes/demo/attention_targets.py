@@ -310,7 +310,7 @@ MAX_TARGETS = {"attn": 8, "question": 24, "picture": 1, "count": 10}
 def supervised_attentions(attention: dict | None) -> dict[str, dict]:
     """The config's ``joint.attention`` as ``{batch prefix: settings}``: ``attn`` (object binding, the
     top-level ``layers``/``head``/``weight``) and, where set, the ``question`` gather, ``picture`` labels and
-    ``count`` (counting turns, then left out of ``attn``)."""
+    ``count`` (the counting turns; they leave ``attn`` only when both supervise the same head)."""
     if not attention:
         return {}
     return {"attn": attention} | {k: attention[k] for k in ("question", "picture", "count") if k in attention}

@@ -107,11 +107,10 @@ class ChatData(Dataset):
             for prefix, sub in supervised_attentions(attention).items()
         }
         # counting turns leave the object-binding targets when both supervise the same head (they disagree)
-        count, bind = (attention or {}).get("count"), attention or {}
+        bind = attention or {}
+        count = bind.get("count")
         self.count_replaces_binding = (
-            bool(count)
-            and count["head"] == bind.get("head")
-            and bool(set(count["layers"]) & set(bind.get("layers", [])))
+            bool(count) and count["head"] == bind["head"] and bool(set(count["layers"]) & set(bind["layers"]))
         )
         self.curriculum = curriculum or []
         self.grid, self.batch, self.max_length = grid, batch, max_length
