@@ -353,6 +353,7 @@ class AttentionSupervision:
             d, h = attn.head_dim, self.head
             weight, bias = attn.c_attn.weight, attn.c_attn.bias
             k_off = attn.hidden_size + h * d
+            hidden = hidden.float()  # bfloat16 under autocast
             q = hidden[rows, positions] @ weight[h * d : (h + 1) * d].T + bias[h * d : (h + 1) * d]
             q = apply_rotary(q[:, None, None], cos[rows, positions][:, None], sin[rows, positions][:, None])
             k = hidden @ weight[k_off : k_off + d].T + bias[k_off : k_off + d]

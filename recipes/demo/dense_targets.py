@@ -70,12 +70,16 @@ class DenseHead(nn.Module):
     """One linear layer from image tokens to every target (objectness, classes, box)."""
 
     def __init__(
-        self, dim: int, word_embedding: nn.Embedding | None = None, word_ids: dict | None = None
+        self,
+        dim: int,
+        word_embedding: nn.Embedding | None = None,
+        word_ids: dict[str, list[list[int | None]]] | None = None,
     ) -> None:
-        """``word_embedding`` + ``word_ids`` (``{"colour": [ids], "shape": [ids], ...}``, in class order): also
-        score those classes against the language model's own embeddings of their words, so an image token
-        holding a yellow square points the way the text tokens " yellow" and " square" do. A list shorter than
-        its classes skips the first ones (``word``: class 0, "not a word", has no token)."""
+        """``word_embedding`` + ``word_ids`` (``{"colour": [table], "shape": [table, table], ...}``; a table
+        gives each class's token id in class order, ``None`` for a class without one): also score those
+        classes against the language model's own embeddings of their words, so an image token holding a
+        yellow square points the way the text tokens " yellow" and " square" (and, with a second table,
+        " squares") do."""
         super().__init__()
         self.sizes = [1] + [n for _, n in CLASSES] + [4]
         self.linear = nn.Linear(dim, sum(self.sizes))
@@ -102,19 +106,30 @@ class DenseHead(nn.Module):
             if mask.any():
                 loss = loss + F.cross_entropy(logits[mask], labels[mask]) / 4
                 metrics[name] = (logits[mask].argmax(-1) == labels[mask]).float().mean().detach()
-                if name in self.word_ids and self.word_embedding[0] is not None:
-                    ids = self.word_ids[name]
-                    offset = logits.shape[-1] - len(ids)
-                    rows = mask & (labels >= offset)
-                    if rows.any():
-                        table = self.word_embedding[0].weight[ids]
-                        tied = tokens[keep][rows].float() @ table.float().T
-                        loss = loss + F.cross_entropy(tied, labels[rows] - offset) / 4
-                        hits = tied.argmax(-1) == labels[rows] - offset
-                        metrics[f"{name}_tied"] = hits.float().mean().detach()
+                if self.word_embedding[0] is not None:
+                    for t, ids in enumerate(self.word_ids.get(name, [])):
+                        loss, hits = self._tied(tokens[keep], labels, mask, ids, loss)
+                        if hits is not None:
+                            metrics[f"{name}_tied" + (f"{t + 1}" if t else "")] = hits
         mask = targets["objectness"][keep] > 0.5
         if mask.any():
             error = (box[mask] - targets["box"][keep][mask]).abs()
             loss = loss + 10 * error.mean()
             metrics["box_err"] = error.detach().mean() * 1000  # mean |error| in [0,1000) units
         return loss, metrics
+
+    def _tied(
+        self, tokens: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, ids: list[int | None], loss
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``loss`` plus the cross-entropy of the tokens against the embeddings of ``ids`` (the classes
+        without a token left out), and the accuracy of that read-out (``None`` when no row has a token)."""
+        has_token = torch.tensor([i is not None for i in ids], device=labels.device)
+        rows = mask & has_token[labels.clamp(min=0)]
+        if not rows.any():
+            return loss, None
+        position = has_token.long().cumsum(0) - 1  # class -> index among the classes with a token
+        table = self.word_embedding[0].weight[[i for i in ids if i is not None]]
+        tied = tokens[rows].float() @ table.float().T
+        target = position[labels[rows]]
+        loss = loss + F.cross_entropy(tied, target) / 4
+        return loss, (tied.argmax(-1) == target).float().mean().detach()

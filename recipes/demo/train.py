@@ -274,6 +274,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     seed = cfg.get("seed", 0)
+    # "autocast": "bfloat16" runs the training forward passes in bfloat16 (weights, optimizer and the
+    # losses stay float32); the quick evaluations and the saved model are float32 either way
+    dtype = getattr(torch, cfg["autocast"]) if cfg.get("autocast") else None
+    autocast = functools.partial(torch.autocast, device.type, dtype=dtype, enabled=dtype is not None)
 
     init = args.init or cfg.get("init")
     if init:  # continue from a trained checkpoint (e.g. the previous run's final/)
@@ -298,18 +302,22 @@ def main() -> None:
         from dense_targets import COLOUR_IDS, SHAPE_IDS
 
         from qvl_agent.data.scenes import WORDS
+        from qvl_agent.data.synthetic import plural
 
         def first_id(word: str) -> int:
             return tokenizer.encode(" " + ("word" if word == "text" else word))[0]
 
-        # `true`: colour and shape; a list may add "word" (a written word is quoted, so its token has no space)
+        # `true`: colour and shape; a list may add "word" (a written word is quoted, so its token has no
+        # space) and "plural" (shapes also against " squares", ...: the words counting questions use)
         tied = ["colour", "shape"] if cfg["tie_words"] is True else cfg["tie_words"]
-        word_ids = {
-            "colour": [first_id(c) for c in COLOUR_IDS],
-            "shape": [first_id(s) for s in SHAPE_IDS],
-            "word": [tokenizer.encode(w)[0] for w in WORDS],
+        tables: dict[str, list[list[int | None]]] = {
+            "colour": [[first_id(c) for c in COLOUR_IDS]],
+            "shape": [[first_id(s) for s in SHAPE_IDS]],
+            "word": [[None] + [tokenizer.encode(w)[0] for w in WORDS]],  # class 0: not a word
         }
-        word_ids = {k: v for k, v in word_ids.items() if k in tied}
+        if "plural" in tied:
+            tables["shape"].append([None if s == "text" else first_id(plural(s)) for s in SHAPE_IDS])
+        word_ids = {k: v for k, v in tables.items() if k in tied}
     head = DenseHead(visual.output_dim, model.transformer.wte if word_ids else None, word_ids)
     model.to(device)
     head.to(device)
@@ -384,7 +392,8 @@ def main() -> None:
             for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * warmup_cosine(step, pc.get("warmup", 100), total, 0.1)
             if name == "vision":
-                tokens = visual(batch["pixel_values"])
+                with autocast():
+                    tokens = visual(batch["pixel_values"])
                 loss, metrics = head(tokens, batch["targets"])
                 metrics["aux_loss"] = loss.detach()
             else:
@@ -392,6 +401,7 @@ def main() -> None:
                 hook = visual.register_forward_hook(lambda m, i, o, store=captured: store.append(o))
                 try:
                     with contextlib.ExitStack() as stack:
+                        stack.enter_context(autocast())
                         for _, watch, _ in watches:
                             stack.enter_context(watch)
                         lm_loss = model(
