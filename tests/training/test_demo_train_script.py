@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
 
 from qvl_agent.model.loading import load_model
 
@@ -94,3 +98,23 @@ def test_a_run_stopped_by_max_minutes_resumes_where_it_stopped_and_finishes(tmp_
     assert records[-1]["final"] is True
     model, tokenizer = load_model(out / "final")
     assert model.config.num_hidden_layers == 2 and tokenizer("Picture 1:")["input_ids"]
+
+
+def test_a_bfloat16_autocast_run_ties_plural_shape_words_and_saves_a_float32_model(tmp_path: Path) -> None:
+    config, out = tmp_path / "bf16.json", tmp_path / "run"
+    config.write_text(
+        json.dumps({**TINY, "autocast": "bfloat16", "tie_words": ["colour", "shape", "plural"]})
+    )
+
+    train(config, out)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "aux_loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
+    assert all(math.isfinite(r["aux_loss"]) for r in steps)
+    assert all(math.isfinite(r["loss"]) for r in steps if r["phase"] == "joint")
+    # shapes scored against their plural words too (" squares", ...): a second tied read-out
+    assert all("shape_tied2" in r for r in steps) and not any("word_tied" in r for r in steps)
+    (weights,) = (out / "final").glob("*.safetensors")
+    assert {t.dtype for t in load_file(weights).values()} == {torch.float32}
+    model, _ = load_model(out / "final")
+    assert model.config.num_hidden_layers == 2
