@@ -252,6 +252,42 @@ def quick_scores(model, tokenizer, per_task: int) -> dict[str, float]:
     return scores
 
 
+def joint_loss(
+    model, head: DenseHead, batch: dict[str, Any], watches: list, aux_weight: float, autocast
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one joint step and its metrics: the LM loss, each supervised attention (``watches``: (batch
+    prefix, :class:`AttentionSupervision`, weight)) and the dense head on the image tokens (``aux_weight``).
+    ``autocast``: the context the forward pass runs in."""
+    captured: list[torch.Tensor] = []
+    hook = model.transformer.visual.register_forward_hook(lambda m, i, o, store=captured: store.append(o))
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(autocast())
+            for _, watch, _ in watches:
+                stack.enter_context(watch)
+            lm_loss = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
+                pixel_values=batch.get("pixel_values"),
+            ).loss
+    finally:
+        hook.remove()
+    loss, metrics = lm_loss, {f"loss_{batch['kind']}": lm_loss.detach()}
+    for prefix, watch, weight in watches:
+        if batch[f"{prefix}_query"].numel():
+            attn_loss, attn_metrics = watch.loss(batch[f"{prefix}_query"], batch[f"{prefix}_keys"])
+            loss = loss + weight * attn_loss
+            metrics[f"{prefix}_mass"] = attn_metrics["attn_mass"]
+            metrics[f"{prefix}_loss"] = attn_loss.detach()
+    if captured and aux_weight > 0:
+        aux, aux_metrics = head(captured[0], batch["targets"])
+        loss = loss + aux_weight * aux
+        metrics.update(aux_metrics)
+        metrics["aux_loss"] = aux.detach()
+    return loss, metrics
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
@@ -397,35 +433,7 @@ def main() -> None:
                 loss, metrics = head(tokens, batch["targets"])
                 metrics["aux_loss"] = loss.detach()
             else:
-                captured: list[torch.Tensor] = []
-                hook = visual.register_forward_hook(lambda m, i, o, store=captured: store.append(o))
-                try:
-                    with contextlib.ExitStack() as stack:
-                        stack.enter_context(autocast())
-                        for _, watch, _ in watches:
-                            stack.enter_context(watch)
-                        lm_loss = model(
-                            input_ids=batch["input_ids"],
-                            attention_mask=batch["attention_mask"],
-                            labels=batch["labels"],
-                            pixel_values=batch.get("pixel_values"),
-                        ).loss
-                finally:
-                    hook.remove()
-                loss, metrics = lm_loss, {f"loss_{batch['kind']}": lm_loss.detach()}
-                for prefix, watch, weight in watches:
-                    if batch[f"{prefix}_query"].numel():
-                        attn_loss, attn_metrics = watch.loss(
-                            batch[f"{prefix}_query"], batch[f"{prefix}_keys"]
-                        )
-                        loss = loss + weight * attn_loss
-                        metrics[f"{prefix}_mass"] = attn_metrics["attn_mass"]
-                        metrics[f"{prefix}_loss"] = attn_loss.detach()
-                if captured and pc.get("aux_weight", 0.5) > 0:
-                    aux, aux_metrics = head(captured[0], batch["targets"])
-                    loss = loss + pc.get("aux_weight", 0.5) * aux
-                    metrics.update(aux_metrics)
-                    metrics["aux_loss"] = aux.detach()
+                loss, metrics = joint_loss(model, head, batch, watches, pc.get("aux_weight", 0.5), autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
