@@ -108,9 +108,10 @@ class DenseHead(nn.Module):
                 metrics[name] = (logits[mask].argmax(-1) == labels[mask]).float().mean().detach()
                 if self.word_embedding[0] is not None:
                     for t, ids in enumerate(self.word_ids.get(name, [])):
-                        loss, hits = self._tied(tokens[keep], labels, mask, ids, loss)
-                        if hits is not None:
-                            metrics[f"{name}_tied" + (f"{t + 1}" if t else "")] = hits
+                        tied = self._tied(tokens[keep], labels, mask, ids)
+                        if tied is not None:
+                            loss = loss + tied[0]
+                            metrics[f"{name}_tied" + (f"{t + 1}" if t else "")] = tied[1]
         mask = targets["objectness"][keep] > 0.5
         if mask.any():
             error = (box[mask] - targets["box"][keep][mask]).abs()
@@ -119,17 +120,16 @@ class DenseHead(nn.Module):
         return loss, metrics
 
     def _tied(
-        self, tokens: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, ids: list[int | None], loss
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``loss`` plus the cross-entropy of the tokens against the embeddings of ``ids`` (the classes
-        without a token left out), and the accuracy of that read-out (``None`` when no row has a token)."""
+        self, tokens: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, ids: list[int | None]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(loss, accuracy)`` of the tokens read against the embeddings of ``ids`` (the classes without a
+        token left out); ``None`` when no row's class has a token."""
         has_token = torch.tensor([i is not None for i in ids], device=labels.device)
         rows = mask & has_token[labels.clamp(min=0)]
         if not rows.any():
-            return loss, None
+            return None
         position = has_token.long().cumsum(0) - 1  # class -> index among the classes with a token
         table = self.word_embedding[0].weight[[i for i in ids if i is not None]]
         tied = tokens[rows].float() @ table.float().T
         target = position[labels[rows]]
-        loss = loss + F.cross_entropy(tied, target) / 4
-        return loss, (tied.argmax(-1) == target).float().mean().detach()
+        return F.cross_entropy(tied, target) / 4, (tied.argmax(-1) == target).float().mean().detach()
