@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
-# Run several demo-model configs side by side on one lent GPU (device tool); results land in $OUT.
+# Run demo-model configs on one lent GPU (device tool); logs and float16 weights land in $OUT.
 #   bash recipes/demo/gpu_sweep.sh MINUTES CONFIG...
+# Arguments run side by side; "a,b,c" runs a, then b, then c (a lineage: each config's init names the
+# previous run's recipes/demo/runs/NAME/final). MINUTES caps each run (--max-minutes). EVAL_PER_TASK=N
+# shortens the quick held-out evaluations inside the runs (the final weights are scored afterwards anyway).
+# .whl/ (carried) holds what the GPU image lacks or has too old: transformers>=5.24 and pydantic with
+# pydantic_core, annotated_types and typing_inspection (the quick evaluations import qvl_agent.messages).
 set -u
 minutes=$1; shift
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-for name in "$@"; do
-  python3 recipes/demo/train.py recipes/demo/configs/$name.json --out /tmp/runs/$name --device cuda \
-    --workers ${WORKERS:-4} --max-minutes "$minutes" > /tmp/$name.out 2>&1 &
+workers=${WORKERS:-$((14 / $#))}
+
+run_config() {  # NAME: train it, then bring its log, output and float16 export back
+  local name=$1 cfg=recipes/demo/configs/$1.json
+  if [ -n "${EVAL_PER_TASK:-}" ]; then
+    mkdir -p /tmp/configs
+    python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['joint']['eval_per_task']=int(sys.argv[2]); json.dump(c,open(sys.argv[3],'w'))" \
+      "$cfg" "$EVAL_PER_TASK" /tmp/configs/$name.json
+    cfg=/tmp/configs/$name.json
+  fi
+  python3 recipes/demo/train.py "$cfg" --out recipes/demo/runs/$name --device cuda \
+    --workers "$workers" --max-minutes "$minutes" > /tmp/$name.out 2>&1
+  tail -4 /tmp/$name.out
+  cp recipes/demo/runs/$name/log.jsonl $OUT/$name.log.jsonl 2>/dev/null
+  if [ -d recipes/demo/runs/$name/final ]; then
+    python3 recipes/demo/export.py recipes/demo/runs/$name/final --out /tmp/export/$name >/dev/null \
+      && tar -C /tmp/export -cf $OUT/$name.tar $name
+  else
+    return 1
+  fi
+}
+
+for chain in "$@"; do
+  ( IFS=,; for name in $chain; do run_config "$name" || break; done ) &
 done
 wait
-for name in "$@"; do
-  tail -3 /tmp/$name.out
-  cp /tmp/runs/$name/log.jsonl $OUT/$name.log.jsonl 2>/dev/null
-  if [ -d /tmp/runs/$name/final ]; then
-    python3 recipes/demo/export.py /tmp/runs/$name/final --out /tmp/export/$name >/dev/null \
-      && tar -C /tmp/export -cf $OUT/$name.tar $name
-  fi
-done
 ls -la $OUT
