@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 import torch
-from dense_targets import cell_of
+from dense_targets import cell_of, cells_around
 from torch import nn
 
 from qvl_agent.data.scenes import Scene, SceneObject
@@ -74,8 +74,11 @@ def _pictures_asked(question: str, pictures: list[str]) -> list[str]:
     return pictures[:1] if len(pictures) == 1 else []
 
 
-def turn_objects(sample: Sample, grid: int, coord_step: int = 1) -> list[list[tuple[str, int]]]:
-    """For each assistant turn: the ``(picture path, cell)`` of every object it is about (empty: none)."""
+def turn_objects(
+    sample: Sample, grid: int, coord_step: int = 1, spread: int = 1
+) -> list[list[tuple[str, int]]]:
+    """For each assistant turn: the ``(picture path, cell)`` of every object it is about (empty: none);
+    ``spread`` 2 gives each object the 2x2 cells around its centre (:func:`dense_targets.cells_around`)."""
     pictures = [p for p in sample.images if p in sample.scene_of]
     out: list[list[tuple[str, int]]] = []
     for i in range(0, len(sample.conversations) - 1, 2):
@@ -89,7 +92,8 @@ def turn_objects(sample: Sample, grid: int, coord_step: int = 1) -> list[list[tu
         targets = []
         for path in _pictures_asked(question, pictures):
             scene = sample.scene_of[path]
-            targets += [(path, cell_of(scene, o, grid)) for o in _objects_named(text, scene, coord_step)]
+            for o in _objects_named(text, scene, coord_step):
+                targets += [(path, cell) for cell in cells_around(scene, o, grid, spread)]
         out.append(targets)
     return out
 

@@ -39,6 +39,21 @@ def cell_of(scene: Scene, obj: SceneObject, grid: int) -> int:
     return row * grid + col
 
 
+def cells_around(scene: Scene, obj: SceneObject, grid: int, spread: int = 1) -> list[int]:
+    """The cells (row-major) whose centres lie nearest the centre of ``obj``: ``spread`` 1 is
+    :func:`cell_of`; ``spread`` 2 is the 2x2 block around the centre point (the four cells a bilinear
+    read-out of that point would use), so a finer grid keeps about the same area per target."""
+    if spread == 1:
+        return [cell_of(scene, obj, grid)]
+    if spread != 2:
+        raise ValueError(f"spread must be 1 or 2, not {spread}")
+    cx, cy = obj.center
+    # the cell centres sit at (i + 0.5) / grid; the block starts at the one left of / above the point
+    col = min(max(int(cx / scene.width * grid - 0.5), 0), grid - 2)
+    row = min(max(int(cy / scene.height * grid - 0.5), 0), grid - 2)
+    return [(row + dr) * grid + col + dc for dr in (0, 1) for dc in (0, 1)]
+
+
 def scene_targets(scene: Scene | None, grid: int) -> dict[str, torch.Tensor]:
     """Targets of one picture on a ``grid x grid`` cell map (all ignored for a picture without a scene)."""
     cells = grid * grid

@@ -114,6 +114,8 @@ class ChatData(Dataset):
         )
         self.curriculum = curriculum or []
         self.grid, self.batch, self.max_length = grid, batch, max_length
+        # cells per named object in the binding targets: 1 (its centre cell) or 2 (the 2x2 around it)
+        self.spread = bind.get("spread", 1)
 
     def __len__(self) -> int:
         return 1 << 30
@@ -138,7 +140,7 @@ class ChatData(Dataset):
             enc = encode_conversation(self.tokenizer, sample.conversations, max_length=self.max_length)
             encoded.append(enc)
             if pairs:
-                turns = turn_objects(sample, self.grid, spec.coord_step)
+                turns = turn_objects(sample, self.grid, spec.coord_step, self.spread)
                 counted: list[tuple[int, list[int]]] = []
                 skip: frozenset[int] = frozenset()
                 if "count" in pairs:  # counting turns also get their own (uniform) targets

@@ -78,6 +78,23 @@ def test_a_grounding_turn_targets_the_cell_holding_the_centre_of_its_answer_box(
     assert checked >= 40
 
 
+@pytest.mark.parametrize("grid", [8, 12])
+def test_spread_2_targets_the_2x2_cells_whose_centres_surround_the_object_centre(grid: int) -> None:
+    checked = 0
+    for sample in samples({"grounding": 1.0}):
+        centres = turn_objects(sample, grid)
+        for turn, targets in enumerate(turn_objects(sample, grid, spread=2)):
+            assert len(targets) == 4 * len(centres[turn])
+            for k, (path, centre) in enumerate(centres[turn]):
+                block = [cell for p, cell in targets[4 * k : 4 * k + 4] if p == path]
+                rows, cols = {c // grid for c in block}, {c % grid for c in block}
+                assert len(block) == 4 and len(rows) == 2 and len(cols) == 2  # a 2x2 block
+                assert max(rows) - min(rows) == 1 and max(cols) - min(cols) == 1
+                assert centre in block  # it holds the centre's own cell
+                checked += 1
+    assert checked >= 40
+
+
 def test_questions_about_no_particular_object_have_no_targets_and_counts_target_every_match() -> None:
     seen = set()
     for sample in samples({"vqa": 1.0, "caption": 0.3}, n=40):
@@ -374,3 +391,25 @@ def test_counting_turns_keep_their_binding_targets_unless_counting_shares_the_bi
     assert rows(shared, "attn") < rows(own, "attn")
     assert not rows(shared, "attn") & rows(shared, "count")
     assert rows(own, "attn") & rows(own, "count")
+
+
+def test_the_config_spread_gives_each_supervised_answer_four_cells_per_object(tiny_model) -> None:
+    from train import ChatData
+
+    _, tokenizer = tiny_model
+    spec = MixSpec(kinds={"single": 1.0}, questions={"grounding": 1.0}, min_turns=4, max_turns=6)
+
+    def batch(spread: int) -> dict:
+        attention = {"layers": [1, 2], "head": 0, "weight": 0.5, "max_targets": 32, "spread": spread}
+        data = ChatData(
+            7, spec, tokenizer, lambda pictures: torch.zeros(len(pictures)), GRID, 4, 2048, None, attention
+        )
+        return data[5]
+
+    centre, block = batch(1), batch(2)
+    # the same answers are supervised; each names one object, so 1 key becomes 4
+    assert torch.equal(centre["attn_query"], block["attn_query"]) and len(centre["attn_query"])
+    assert ((centre["attn_keys"] >= 0).sum(1) == 1).all()
+    assert ((block["attn_keys"] >= 0).sum(1) == 4).all()
+    pairs = zip(centre["attn_keys"][:, 0].tolist(), block["attn_keys"].tolist(), strict=True)
+    assert all(c in b for c, b in pairs)
