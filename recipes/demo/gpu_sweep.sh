@@ -13,7 +13,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 workers=${WORKERS:-$((14 / $#))}
 
-run_config() {  # NAME: train it, then bring its log, output and float16 export back
+run_config() {  # NAME: train it, print the end of its output, bring its log and float16 export back
   local name=$1 cfg=recipes/demo/configs/$1.json
   if [ -n "${EVAL_PER_TASK:-}" ]; then
     mkdir -p /tmp/configs
