@@ -374,6 +374,11 @@ class QWenModel(QWenPreTrainedModel):
         padded = attention_mask is not None and not bool(attention_mask.all())
         if not padded and (past_length == 0 or seq == 1):
             return None  # SDPA's is_causal (prefill) or nothing to mask (one new token)
+        if past_length == 0 and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
+            # Right padding only (training batches): causal attention never lets a real token see the
+            # padding after it, so is_causal gives the real positions exactly the same result and lets
+            # SDPA skip the masked half instead of reading a full [seq, seq] mask.
+            return None
         query_pos = torch.arange(past_length, total, device=like.device)[:, None]
         allowed = (torch.arange(total, device=like.device)[None, :] <= query_pos)[None, None]
         if attention_mask is not None:

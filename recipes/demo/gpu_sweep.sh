@@ -6,6 +6,8 @@
 # shortens the quick held-out evaluations inside the runs (the final weights are scored afterwards anyway).
 # .whl/ (carried) holds what the GPU image lacks or has too old: transformers>=5.24 and pydantic with
 # pydantic_core, annotated_types and typing_inspection (the quick evaluations import qvl_agent.messages).
+# A run whose recipes/demo/runs/NAME/checkpoint/state.pt is already there (copied in from a carried state
+# made by carry_state.py, or left by an earlier call on the still-warm machine) resumes from it.
 set -u
 minutes=$1; shift
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -21,7 +23,9 @@ run_config() {  # NAME: train it, print the end of its output, bring its log and
       "$cfg" "$EVAL_PER_TASK" /tmp/configs/$name.json
     cfg=/tmp/configs/$name.json
   fi
-  python3 recipes/demo/train.py "$cfg" --out recipes/demo/runs/$name --device cuda \
+  local resume=
+  [ -f recipes/demo/runs/$name/checkpoint/state.pt ] && resume=--resume
+  python3 recipes/demo/train.py "$cfg" --out recipes/demo/runs/$name --device cuda $resume \
     --workers "$workers" --max-minutes "$minutes" > /tmp/$name.out 2>&1
   tail -4 /tmp/$name.out
   cp recipes/demo/runs/$name/log.jsonl $OUT/$name.log.jsonl 2>/dev/null

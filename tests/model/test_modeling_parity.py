@@ -187,6 +187,29 @@ def test_left_padded_batch_matches_single_rows(tiny, vectors):
     assert out[1, width:].tolist() == vectors["p6_raw_grounding_text.gen_ids"][:4].tolist()
 
 
+def test_right_padded_batch_is_plain_causal_and_matches_single_rows(tiny, vectors):
+    """Training batches are right-padded: no [seq, seq] mask is built (SDPA's is_causal instead), and every
+    real position still gets the logits it gets alone."""
+    model, _ = tiny
+    rows = [
+        vectors[f"{name}.input_ids"].to(model.device) for name in ("p1_text_only", "p6_raw_grounding_text")
+    ]
+    width = max(len(r) for r in rows)
+    ids = torch.full((2, width), EOS, device=model.device)
+    mask = torch.zeros((2, width), dtype=torch.long, device=model.device)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    like = torch.zeros(1, device=model.device)
+    assert model.transformer._attention_mask(mask, 2, width, 0, like) is None
+    assert model.transformer._attention_mask(mask.flip(-1), 2, width, 0, like) is not None  # left padding
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask).logits
+        for i, row in enumerate(rows):
+            single = model(row[None]).logits[0]
+            assert _max_diff(batched[i, : len(row)], single) <= ATOL
+
+
 def test_multi_token_step_with_cache_matches_full_forward(tiny, vectors):
     """Cache length is read from the sequence axis (quirk 3 fixed), so chunked prefill is exact."""
     model, _ = tiny

@@ -118,3 +118,33 @@ def test_a_bfloat16_autocast_run_ties_plural_shape_words_and_saves_a_float32_mod
     assert {t.dtype for t in load_file(weights).values()} == {torch.float32}
     model, _ = load_model(out / "final")
     assert model.config.num_hidden_layers == 2
+
+
+def test_a_resume_state_shrunk_for_the_gpu_machine_still_resumes(tmp_path: Path) -> None:
+    """``carry_state.py``: same weights, Adam moments in bfloat16 (a smaller file), and a run resumes from it."""
+    config, out = tmp_path / "tiny.json", tmp_path / "run"
+    config.write_text(json.dumps(TINY))
+    train(config, out, "--max-minutes", "0.0001")
+    state = out / "checkpoint" / "state.pt"
+    small = tmp_path / "small.pt"
+    done = subprocess.run(
+        [sys.executable, str(TRAIN.parent / "carry_state.py"), str(state), str(small)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = (torch.load(p, weights_only=False) for p in (state, small))
+    assert small.stat().st_size < state.stat().st_size
+    assert all(torch.equal(before["model"][k], v) for k, v in after["model"].items())
+    moments = [
+        v for s in after["optimizer"]["state"].values() for k, v in s.items() if k.startswith("exp_avg")
+    ]
+    assert moments and {m.dtype for m in moments} == {torch.bfloat16}
+
+    small.replace(state)
+    stdout = train(config, out, "--resume")
+    assert "resuming at phase vision step 1" in stdout
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in records if r.get("phase") == "joint" and "loss" in r)
+    assert records[-1]["final"] is True
