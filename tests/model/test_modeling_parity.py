@@ -163,9 +163,8 @@ def test_image_count_mismatch_is_an_input_error(tiny, tiny_checkpoint):
         model(ids, pixel_values=torch.zeros(0, 3, 56, 56))
 
 
-def test_left_padded_batch_matches_single_rows(tiny, vectors):
-    """Positions come from the attention mask (quirk 3 fixed): padding does not shift rotary angles."""
-    model, _ = tiny
+def _padded_pair(model, vectors, left: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Two reference prompts of different lengths as one padded batch: (rows, input_ids, attention_mask)."""
     rows = [
         vectors[f"{name}.input_ids"].to(model.device) for name in ("p1_text_only", "p6_raw_grounding_text")
     ]
@@ -173,8 +172,17 @@ def test_left_padded_batch_matches_single_rows(tiny, vectors):
     ids = torch.full((2, width), EOS, device=model.device)
     mask = torch.zeros((2, width), dtype=torch.long, device=model.device)
     for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = row
-        mask[i, width - len(row) :] = 1
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = row
+        mask[i, span] = 1
+    return rows, ids, mask
+
+
+def test_left_padded_batch_matches_single_rows(tiny, vectors):
+    """Positions come from the attention mask (quirk 3 fixed): padding does not shift rotary angles."""
+    model, _ = tiny
+    rows, ids, mask = _padded_pair(model, vectors, left=True)
+    width = ids.shape[1]
     with torch.no_grad():
         batched = model(ids, attention_mask=mask).logits
         for i, row in enumerate(rows):
@@ -191,15 +199,8 @@ def test_right_padded_batch_is_plain_causal_and_matches_single_rows(tiny, vector
     """Training batches are right-padded: no [seq, seq] mask is built (SDPA's is_causal instead), and every
     real position still gets the logits it gets alone."""
     model, _ = tiny
-    rows = [
-        vectors[f"{name}.input_ids"].to(model.device) for name in ("p1_text_only", "p6_raw_grounding_text")
-    ]
-    width = max(len(r) for r in rows)
-    ids = torch.full((2, width), EOS, device=model.device)
-    mask = torch.zeros((2, width), dtype=torch.long, device=model.device)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
+    rows, ids, mask = _padded_pair(model, vectors, left=False)
+    width = ids.shape[1]
     like = torch.zeros(1, device=model.device)
     assert model.transformer._attention_mask(mask, 2, width, 0, like) is None
     assert model.transformer._attention_mask(mask.flip(-1), 2, width, 0, like) is not None  # left padding
