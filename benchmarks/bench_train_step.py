@@ -39,18 +39,11 @@ CONFIG = ROOT / "recipes" / "demo" / "configs" / "demo_bind2.json"
 VARIANTS = {"fp32": (None, False), "bf16": (torch.bfloat16, False), "bf16+mask": (torch.bfloat16, True)}
 
 
-def explicit_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """The additive [batch, 1, seq, seq] causal-and-padding mask (0 where allowed, float32 min elsewhere)."""
-    seq = attention_mask.shape[1]
-    allowed = torch.ones(seq, seq, dtype=torch.bool).tril()[None, None] & attention_mask[:, None, None].bool()
-    return torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-
-
 def trainer(model, attention: dict, dtype: torch.dtype | None, masked: bool):
     """A function running one training step of ``model`` on a batch, returning its seconds; ``masked``: the
-    model attends through :func:`explicit_mask` instead of SDPA's ``is_causal``."""
+    model attends through its explicit ``causal_padding_mask`` instead of SDPA's ``is_causal``."""
     if masked:
-        model.transformer._attention_mask = lambda mask, *_: explicit_mask(mask)
+        model.transformer._attention_mask = model.transformer.causal_padding_mask
     watches = [
         (
             prefix,

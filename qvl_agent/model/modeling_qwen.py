@@ -379,6 +379,15 @@ class QWenModel(QWenPreTrainedModel):
             # padding after it, so is_causal gives the real positions exactly the same result and lets
             # SDPA skip the masked half instead of reading a full [seq, seq] mask.
             return None
+        return QWenModel.causal_padding_mask(attention_mask, batch, seq, past_length, like)
+
+    @staticmethod
+    def causal_padding_mask(
+        attention_mask: torch.Tensor | None, batch: int, seq: int, past_length: int, like: torch.Tensor
+    ) -> torch.Tensor:
+        """The explicit additive [batch, 1, seq, past+seq] mask: causal, and padding (``attention_mask`` 0)
+        masked with ``finfo.min`` in ``like``'s dtype."""
+        total = past_length + seq
         query_pos = torch.arange(past_length, total, device=like.device)[:, None]
         allowed = (torch.arange(total, device=like.device)[None, :] <= query_pos)[None, None]
         if attention_mask is not None:
