@@ -25,14 +25,25 @@ from qvl_agent.model.visual import QWenVisionTransformer, sincos_2d
 
 @torch.no_grad()
 def spatial_init(
-    visual: QWenVisionTransformer, alpha: float = 3.0, pos_scale: float = 0.5, value_identity: bool = False
+    visual: QWenVisionTransformer,
+    alpha: float = 3.0,
+    pos_scale: float = 0.5,
+    value_identity: bool = False,
+    patch_std: float | None = None,
 ) -> None:
     """Re-initialise ``visual`` in place as described in the module docstring.
 
     ``value_identity``: also start the resampler's value and output projections as the identity, so each image
     token starts as the (normalised) ViT feature of its cell, position code included, rather than a random
     projection of it.
+
+    ``patch_std``: re-draw the patch embedding with this standard deviation. Its output on a flat patch
+    grows with sqrt(3 * patch**2) * std, and flat colour dominates these pictures: a 16 px patch needs half
+    the default 0.02 to start at the 8 px patch's scale, where its content does not yet drown the position
+    code the resampler's queries look for.
     """
+    if patch_std is not None:
+        nn.init.trunc_normal_(visual.conv1.weight, std=patch_std)
     grid = visual.grid_size
     table = sincos_2d(visual.width, grid) * pos_scale
     if visual.positional_embedding.shape[0] == grid * grid:

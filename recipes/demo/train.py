@@ -364,7 +364,19 @@ def main() -> None:
 
     vcfg, jcfg = cfg["vision"], cfg["joint"]
     phases = [("vision", vcfg["steps"]), ("joint", jcfg["steps"])]
-    vision_params = list(visual.parameters()) + list(head.parameters())
+    # the patch embedding (``conv1``) may get a smaller learning rate: Adam moves each of its
+    # 3*patch*patch weights by about lr per step, and the pixels of a patch are nearly all correlated, so its
+    # output moves about (patch area) times faster than a hidden layer's (``patch_lr_scale``, e.g. 0.25 for a
+    # 16 px patch against the 8 px one the other settings were tuned with)
+    patch_scale = cfg.get("patch_lr_scale", 1.0)
+    patch_weight = [visual.conv1.weight] if patch_scale != 1.0 else []  # its own group only when scaled
+    vision_params = [p for p in visual.parameters() if all(p is not w for w in patch_weight)]
+    vision_params += list(head.parameters())
+
+    def vision_groups(lr: float) -> list[dict[str, Any]]:
+        groups = [{"params": vision_params, "lr": lr}]
+        return groups + [{"params": patch_weight, "lr": lr * patch_scale}] if patch_weight else groups
+
     lm_params = [p for n, p in model.named_parameters() if not n.startswith("transformer.visual.")]
     state = {"phase": 0, "step": 0}
     if args.resume and (out / "checkpoint" / "state.pt").is_file():
@@ -386,14 +398,14 @@ def main() -> None:
         offset = sum(steps for _, steps in phases[:phase_index])  # logged steps count both phases
         pc = vcfg if name == "vision" else jcfg
         if name == "vision":
-            groups = [{"params": vision_params, "lr": pc["lr"]}]
+            groups = vision_groups(pc["lr"])
             data = VisionData(seed, pc.get("scene", {}), processor, grid, pc["batch_size"])
         else:
             groups = [{"params": lm_params, "lr": pc["lr"]}]
             if pc["visual_lr_scale"] > 0:
-                groups.append({"params": vision_params, "lr": pc["lr"] * pc["visual_lr_scale"]})
+                groups += vision_groups(pc["lr"] * pc["visual_lr_scale"])
             else:  # vision side frozen: no gradients to compute
-                for p in vision_params:
+                for p in vision_params + patch_weight:
                     p.requires_grad_(False)
             spec = MixSpec(**pc["mix"])
             data = ChatData(
