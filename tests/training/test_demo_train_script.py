@@ -148,3 +148,33 @@ def test_a_resume_state_shrunk_for_the_gpu_machine_still_resumes(tmp_path: Path)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in records if r.get("phase") == "joint" and "loss" in r)
     assert records[-1]["final"] is True
+
+
+def test_a_16px_patch_run_gives_the_patch_embedding_its_own_smaller_start_and_learning_rate(
+    tmp_path: Path,
+) -> None:
+    """``spatial_init.patch_std`` redraws ``conv1`` smaller; ``patch_lr_scale`` gives it a group of its own."""
+    visual = {**TINY["model_config"]["visual"], "image_size": 128, "patch_size": 16}
+    config, out = tmp_path / "patch16.json", tmp_path / "run"
+    config.write_text(
+        json.dumps(
+            {
+                **TINY,
+                "model_config": {**TINY["model_config"], "visual": visual},
+                "spatial_init": {**TINY["spatial_init"], "patch_std": 0.001},
+                "patch_lr_scale": 0.25,
+            }
+        )
+    )
+    train(config, out, "--max-minutes", "0.0001")
+    saved = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    vision, patch = saved["optimizer"]["param_groups"]
+    assert len(patch["params"]) == 1 and patch["lr"] == vision["lr"] * 0.25
+    conv = saved["model"]["transformer.visual.conv1.weight"]
+    assert conv.shape[-1] == 16
+    # one Adam step of about lr * 0.25 (warmup: 5e-4 * 0.25) on weights drawn with std 0.001
+    assert conv.std() < 0.003
+
+    stdout = train(config, out, "--resume")  # the two groups load back
+    assert "resuming at phase vision step 1" in stdout
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["final"] is True
