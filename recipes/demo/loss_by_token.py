@@ -1,0 +1,120 @@
+"""Where a checkpoint's LM loss sits: per answer-token category, on training-mix batches.
+
+    python recipes/demo/loss_by_token.py qvl_agent/assets/demo recipes/demo/configs/demo_bind3.json --batches 12
+
+Batches come from the config's ``joint.mix`` (data seed 7, steps 3,000 on, so not the ones a run trained on).
+Every supervised token is put in a category (a box coordinate's hundreds / tens / units digit, box syntax,
+colour, shape, size, another number, end of turn, other text); with ``--by-question`` the colour, shape, size
+and number tokens are split further by the first words of their question. Prints each category's share of
+the total loss, its mean loss and how often the model's top token is the right one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from train import ChatData, MixSpec  # noqa: E402
+
+from qvl_agent.data.scenes import COLOURS, SHAPES, SIZES  # noqa: E402
+from qvl_agent.model.loading import load_model  # noqa: E402
+
+_COORD = re.compile(r"<box>[^<]*[(,]\s*(\d*)$")
+
+
+def token_category(before: str, token: str) -> str:
+    """The category of ``token`` given the decoded text ``before`` it (same turn)."""
+    word = token.strip()
+    if word.isdigit():
+        digits = _COORD.search(before)
+        return f"box digit {len(digits.group(1))}" if digits else "number"
+    if word in COLOURS:
+        return "colour"
+    if word in SHAPES or word.removesuffix("s") in SHAPES:
+        return "shape"
+    if word in SIZES:
+        return "size"
+    if word in {"<box>", "</box>", "<ref>", "</ref>", "(", ")", ",", "),("}:
+        return "box syntax"
+    if word in {"<|im_end|>", "<|endoftext|>"}:
+        return "end"
+    return "other text"
+
+
+def question_of(text: str) -> str:
+    """The first three words of the last user turn in ``text`` (tags left out)."""
+    question = text.rsplit("<|im_start|>user\n", 1)[-1].split("\n")[0]
+    return " ".join(w for w in question.split() if not w.startswith("<"))[:40].rsplit(" ", 1)[0]
+
+
+@torch.no_grad()
+def loss_by_category(model, tokenizer, batches, by_question: bool = False) -> dict[str, list[float]]:
+    """``{category: [loss sum, tokens, top-1 right]}`` over ``batches`` (``ChatData`` items)."""
+    stats: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0])
+    for batch in batches:
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch.get("pixel_values"),
+        ).logits[:, :-1]
+        logprobs = torch.log_softmax(logits.float(), -1)
+        labels = batch["labels"][:, 1:]
+        for row in range(labels.shape[0]):
+            ids = batch["input_ids"][row].tolist()
+            for pos in (labels[row] != -100).nonzero().flatten().tolist():
+                label = int(labels[row, pos])
+                before = tokenizer.decode(ids[max(0, pos - 24) : pos + 1])
+                category = token_category(before, tokenizer.decode([label]))
+                if by_question and category in {"colour", "shape", "size", "number"}:
+                    category += " | " + question_of(tokenizer.decode(ids[: pos + 1]))
+                entry = stats[f"{batch['kind']}: {category}"]
+                entry[0] -= float(logprobs[row, pos, label])
+                entry[1] += 1
+                entry[2] += int(logprobs[row, pos].argmax() == label)
+    return dict(stats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("config", type=Path, help="a demo config; its joint.mix makes the batches")
+    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--by-question", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(args.checkpoint)
+    model.eval()
+    visual = model.transformer.visual
+    joint = json.loads(args.config.read_text())["joint"]
+    data = ChatData(
+        7,
+        MixSpec(**joint["mix"]),
+        tokenizer,
+        visual.image_processor,
+        math.isqrt(visual.n_queries),
+        args.batch_size,
+        joint.get("max_length", 2048),
+    )
+    batches = [data[3000 + i] for i in range(args.batches)]
+    print("batches:", dict(Counter(b["kind"] for b in batches)))
+    stats = loss_by_category(model, tokenizer, batches, args.by_question)
+    total = sum(s[0] for s in stats.values())
+    print(f"{'category':44s} {'share':>6s} {'mean':>6s} {'tokens':>6s} {'top-1':>6s}")
+    for name, (loss, count, right) in sorted(stats.items(), key=lambda kv: -kv[1][0]):
+        print(f"{name:44s} {loss / total:6.1%} {loss / count:6.3f} {count:6d} {right / count:6.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""``recipes/demo/loss_by_token.py``: answer tokens sorted into categories, and the shipped model's loss split by them."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo"
+sys.path.insert(0, str(RECIPE))
+
+from loss_by_token import loss_by_category, question_of, token_category  # noqa: E402
+from train import ChatData, MixSpec  # noqa: E402
+
+from qvl_agent.model.loading import load_model  # noqa: E402
+
+
+def test_tokens_are_sorted_by_what_they_say() -> None:
+    assert token_category("<ref>the star</ref><box>(", "3") == "box digit 0"
+    assert token_category("<box>(310,4", "2") == "box digit 1"
+    assert token_category("<box>(310,42),(51", "0") == "box digit 2"
+    assert token_category("How many stars are there?<|im_end|>\n<|im_start|>assistant\n", "3") == "number"
+    assert token_category("a large", " red") == "colour"
+    assert token_category("two", " squares") == "shape"
+    assert token_category("a", " tiny") == "size"
+    assert token_category("...", "<|im_end|>") == "end"
+    assert token_category("...", " picture") == "other text"
+    assert question_of("<|im_start|>user\nHow many red stars are there?\n<|im_start|>assistant\n") == (
+        "How many red stars are"
+    )
+
+
+def test_the_shipped_model_loss_splits_into_categories_that_add_up() -> None:
+    model, tokenizer = load_model("demo")
+    model.eval()
+    visual = model.transformer.visual
+    mix = json.loads((RECIPE / "configs" / "demo_bind3.json").read_text())["joint"]["mix"]
+    data = ChatData(
+        7, MixSpec(**mix), tokenizer, visual.image_processor, math.isqrt(visual.n_queries), 2, 2048
+    )
+    batch = data[3000]
+    stats = loss_by_category(model, tokenizer, [batch])
+
+    supervised = int((batch["labels"][:, 1:] != -100).sum())
+    assert sum(count for _, count, _ in stats.values()) == supervised
+    kind = batch["kind"]
+    assert f"{kind}: end" in stats  # every answer ends its turn
+    with torch.no_grad():
+        loss = model(
+            **{k: batch[k] for k in ("input_ids", "attention_mask", "labels")},
+            pixel_values=batch.get("pixel_values"),
+        ).loss
+    assert math.isclose(sum(s for s, _, _ in stats.values()) / supervised, float(loss), rel_tol=1e-3)
