@@ -1,6 +1,6 @@
 """Where a checkpoint's LM loss sits: per answer-token category, on training-mix batches.
 
-    python recipes/demo/loss_by_token.py qvl_agent/assets/demo recipes/demo/configs/demo_bind3.json --batches 12
+    python recipes/demo/loss_by_token.py qvl_agent/assets/demo recipes/demo/configs/demo_bind3.json --batches 24
 
 Batches come from the config's ``joint.mix`` (data seed 7, steps 3,000 on, so not the ones a run trained on).
 Every supervised token is put in a category (a box coordinate's hundreds / tens / units digit, box syntax,
@@ -18,6 +18,7 @@ import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,7 +53,7 @@ def token_category(before: str, token: str) -> str:
 
 
 def question_of(text: str) -> str:
-    """The first three words of the last user turn in ``text`` (tags left out)."""
+    """The start of the last user turn in ``text``: its first 40 characters cut to whole words, tags left out."""
     question = text.rsplit("<|im_start|>user\n", 1)[-1].split("\n")[0]
     return " ".join(w for w in question.split() if not w.startswith("<"))[:40].rsplit(" ", 1)[0]
 
@@ -69,19 +70,35 @@ def loss_by_category(model, tokenizer, batches, by_question: bool = False) -> di
         ).logits[:, :-1]
         logprobs = torch.log_softmax(logits.float(), -1)
         labels = batch["labels"][:, 1:]
-        for row in range(labels.shape[0]):
+        nll = -logprobs.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        right = logprobs.argmax(-1) == labels
+        for row, pos in (labels != -100).nonzero().tolist():
             ids = batch["input_ids"][row].tolist()
-            for pos in (labels[row] != -100).nonzero().flatten().tolist():
-                label = int(labels[row, pos])
-                before = tokenizer.decode(ids[max(0, pos - 24) : pos + 1])
-                category = token_category(before, tokenizer.decode([label]))
-                if by_question and category in {"colour", "shape", "size", "number"}:
-                    category += " | " + question_of(tokenizer.decode(ids[: pos + 1]))
-                entry = stats[f"{batch['kind']}: {category}"]
-                entry[0] -= float(logprobs[row, pos, label])
-                entry[1] += 1
-                entry[2] += int(logprobs[row, pos].argmax() == label)
+            before = tokenizer.decode(ids[max(0, pos - 24) : pos + 1])
+            category = token_category(before, tokenizer.decode([int(labels[row, pos])]))
+            if by_question and category in {"colour", "shape", "size", "number"}:
+                category += " | " + question_of(tokenizer.decode(ids[: pos + 1]))
+            entry = stats[f"{batch['kind']}: {category}"]
+            entry[0] += float(nll[row, pos])
+            entry[1] += 1
+            entry[2] += int(right[row, pos])
     return dict(stats)
+
+
+def mix_batches(model, tokenizer, joint: dict[str, Any], batch_size: int, count: int) -> list[dict[str, Any]]:
+    """``count`` batches of a demo config's ``joint.mix`` for ``model``'s vision tower (data seed 7, steps
+    3,000 on, so not the batches a run trained on)."""
+    visual = model.transformer.visual
+    data = ChatData(
+        7,
+        MixSpec(**joint["mix"]),
+        tokenizer,
+        visual.image_processor,
+        math.isqrt(visual.n_queries),
+        batch_size,
+        joint.get("max_length", 2048),
+    )
+    return [data[3000 + i] for i in range(count)]
 
 
 def main() -> None:
@@ -96,18 +113,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.checkpoint)
     model.eval()
-    visual = model.transformer.visual
     joint = json.loads(args.config.read_text())["joint"]
-    data = ChatData(
-        7,
-        MixSpec(**joint["mix"]),
-        tokenizer,
-        visual.image_processor,
-        math.isqrt(visual.n_queries),
-        args.batch_size,
-        joint.get("max_length", 2048),
-    )
-    batches = [data[3000 + i] for i in range(args.batches)]
+    batches = mix_batches(model, tokenizer, joint, args.batch_size, args.batches)
     print("batches:", dict(Counter(b["kind"] for b in batches)))
     stats = loss_by_category(model, tokenizer, batches, args.by_question)
     total = sum(s[0] for s in stats.values())

@@ -12,8 +12,7 @@ import torch
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo"
 sys.path.insert(0, str(RECIPE))
 
-from loss_by_token import loss_by_category, question_of, token_category  # noqa: E402
-from train import ChatData, MixSpec  # noqa: E402
+from loss_by_token import loss_by_category, mix_batches, question_of, token_category  # noqa: E402
 
 from qvl_agent.model.loading import load_model  # noqa: E402
 
@@ -36,12 +35,8 @@ def test_tokens_are_sorted_by_what_they_say() -> None:
 def test_the_shipped_model_loss_splits_into_categories_that_add_up() -> None:
     model, tokenizer = load_model("demo")
     model.eval()
-    visual = model.transformer.visual
-    mix = json.loads((RECIPE / "configs" / "demo_bind3.json").read_text())["joint"]["mix"]
-    data = ChatData(
-        7, MixSpec(**mix), tokenizer, visual.image_processor, math.isqrt(visual.n_queries), 2, 2048
-    )
-    batch = data[3000]
+    joint = json.loads((RECIPE / "configs" / "demo_bind3.json").read_text())["joint"]
+    (batch,) = mix_batches(model, tokenizer, joint, batch_size=2, count=1)
     stats = loss_by_category(model, tokenizer, [batch])
 
     supervised = int((batch["labels"][:, 1:] != -100).sum())
