@@ -3,7 +3,7 @@
     python recipes/demo/loss_by_token.py qvl_agent/assets/demo recipes/demo/configs/demo_bind3.json --batches 24
 
 Batches come from the config's ``joint.mix`` (data seed 7, steps 3,000 on, so not the ones a run trained on).
-Every supervised token is put in a category (a box coordinate's hundreds / tens / units digit, box syntax,
+Every supervised token is put in a category (a box coordinate's first / second / third digit, box syntax,
 colour, shape, size, another number, end of turn, other text); with ``--by-question`` the colour, shape, size
 and number tokens are split further by the first words of their question. Prints each category's share of
 the total loss, its mean loss and how often the model's top token is the right one.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -25,20 +24,19 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from digit_weights import coordinate_digits  # noqa: E402
 from train import ChatData, MixSpec  # noqa: E402
 
 from qvl_agent.data.scenes import COLOURS, SHAPES, SIZES  # noqa: E402
 from qvl_agent.model.loading import load_model  # noqa: E402
 
-_COORD = re.compile(r"<box>[^<]*[(,]\s*(\d*)$")
 
-
-def token_category(before: str, token: str) -> str:
-    """The category of ``token`` given the decoded text ``before`` it (same turn)."""
+def token_category(token: str) -> str:
+    """The category of a token that is not a box coordinate's digit (those are ``box digit k``, from
+    :func:`digit_weights.coordinate_digits`)."""
     word = token.strip()
     if word.isdigit():
-        digits = _COORD.search(before)
-        return f"box digit {len(digits.group(1))}" if digits else "number"
+        return "number"
     if word in COLOURS:
         return "colour"
     if word in SHAPES or word.removesuffix("s") in SHAPES:
@@ -72,10 +70,14 @@ def loss_by_category(model, tokenizer, batches, by_question: bool = False) -> di
         labels = batch["labels"][:, 1:]
         nll = -logprobs.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
         right = logprobs.argmax(-1) == labels
+        rows = batch["input_ids"].tolist()
+        digits = [coordinate_digits(ids, tokenizer) for ids in rows]
         for row, pos in (labels != -100).nonzero().tolist():
-            ids = batch["input_ids"][row].tolist()
-            before = tokenizer.decode(ids[max(0, pos - 24) : pos + 1])
-            category = token_category(before, tokenizer.decode([int(labels[row, pos])]))
+            ids = rows[row]
+            k = digits[row][pos + 1]  # labels[:, pos] is input_ids[:, pos + 1]
+            category = (
+                f"box digit {k}" if k >= 0 else token_category(tokenizer.decode([int(labels[row, pos])]))
+            )
             if by_question and category in {"colour", "shape", "size", "number"}:
                 category += " | " + question_of(tokenizer.decode(ids[: pos + 1]))
             entry = stats[f"{batch['kind']}: {category}"]

@@ -50,6 +50,7 @@ from attention_targets import (  # noqa: E402
 )
 from demo_data import MixSpec, dense_sample  # noqa: E402
 from dense_targets import DenseHead, scene_targets, stack_targets  # noqa: E402
+from digit_weights import digit_loss_weights, weighted_lm_loss  # noqa: E402
 from spatial_init import spatial_init  # noqa: E402
 
 from qvl_agent.data.scenes import SceneConfig, random_scene, render_scene  # noqa: E402
@@ -97,9 +98,12 @@ class ChatData(Dataset):
         max_length: int,
         curriculum: list[dict[str, Any]] | None = None,
         attention: dict[str, Any] | None = None,
+        digit_weights: list[float] | None = None,
     ):
         """``attention``: the config's ``joint.attention``; also emit :mod:`attention_targets` pairs (object
-        binding, and where set the ``question`` gather and ``picture`` label targets)."""
+        binding, and where set the ``question`` gather and ``picture`` label targets). ``digit_weights``: the
+        config's ``joint.digit_weights``; also emit ``loss_weights`` (:mod:`digit_weights`)."""
+        self.digit_weights = digit_weights
         self.seed, self.spec, self.tokenizer, self.processor = seed, spec, tokenizer, processor
         # the most keys per query of each supervised attention (``attn``: object binding)
         self.targets = {
@@ -183,6 +187,8 @@ class ChatData(Dataset):
                 targets.append(scene_targets(sample.scene_of.get(ref), self.grid))
         batch = collate(encoded, self.tokenizer.eod_id)
         batch["kind"] = kind
+        if self.digit_weights:
+            batch["loss_weights"] = digit_loss_weights(batch["input_ids"], self.tokenizer, self.digit_weights)
         for name, rows in pairs.items():
             batch.update(stack_pairs(rows, self.targets[name], prefix=name))
         if pictures:
@@ -267,15 +273,21 @@ def joint_loss(
             stack.enter_context(autocast())
             for _, watch, _ in watches:
                 stack.enter_context(watch)
-            lm_loss = model(
+            weights = batch.get("loss_weights")
+            out = model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
-                labels=batch["labels"],
+                labels=None if weights is not None else batch["labels"],
                 pixel_values=batch.get("pixel_values"),
-            ).loss
+            )
     finally:
         hook.remove()
-    loss, metrics = lm_loss, {f"loss_{batch['kind']}": lm_loss.detach()}
+    if weights is not None:  # the logs keep the plain mean, comparable across runs
+        lm_loss, plain = weighted_lm_loss(out.logits, batch["labels"], weights)
+    else:
+        lm_loss = out.loss
+        plain = lm_loss.detach()
+    loss, metrics = lm_loss, {f"loss_{batch['kind']}": plain}
     for prefix, watch, weight in watches:
         if batch[f"{prefix}_query"].numel():
             attn_loss, attn_metrics = watch.loss(batch[f"{prefix}_query"], batch[f"{prefix}_keys"])
@@ -418,6 +430,7 @@ def main() -> None:
                 pc.get("max_length", 2048),
                 pc.get("curriculum"),
                 pc.get("attention"),
+                pc.get("digit_weights"),
             )
             # (batch prefix, the hooked head, loss weight) of each supervised attention
             watches = [

@@ -18,15 +18,12 @@ from qvl_agent.model.loading import load_model  # noqa: E402
 
 
 def test_tokens_are_sorted_by_what_they_say() -> None:
-    assert token_category("<ref>the star</ref><box>(", "3") == "box digit 0"
-    assert token_category("<box>(310,4", "2") == "box digit 1"
-    assert token_category("<box>(310,42),(51", "0") == "box digit 2"
-    assert token_category("How many stars are there?<|im_end|>\n<|im_start|>assistant\n", "3") == "number"
-    assert token_category("a large", " red") == "colour"
-    assert token_category("two", " squares") == "shape"
-    assert token_category("a", " tiny") == "size"
-    assert token_category("...", "<|im_end|>") == "end"
-    assert token_category("...", " picture") == "other text"
+    assert token_category("3") == "number"  # box coordinates' digits are told apart by digit_weights
+    assert token_category(" red") == "colour"
+    assert token_category(" squares") == "shape"
+    assert token_category(" tiny") == "size"
+    assert token_category("<|im_end|>") == "end"
+    assert token_category(" picture") == "other text"
     assert question_of("<|im_start|>user\nHow many red stars are there?\n<|im_start|>assistant\n") == (
         "How many red stars are"
     )
