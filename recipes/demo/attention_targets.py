@@ -223,7 +223,7 @@ FUNCTION_WORDS = frozenset(
 _WORDS: dict[tuple[int, int], str] = {}
 
 
-def _word(tokenizer, token: int) -> str:
+def token_word(tokenizer, token: int) -> str:
     """One token's text, stripped and lower-cased (cached: called for every token of every sample)."""
     key = (id(tokenizer), token)
     if key not in _WORDS:
@@ -243,7 +243,7 @@ def question_targets(
     quoted word, box digits and the picture number.
     """
     im_start, im_end, img_end = tokenizer.im_start_id, tokenizer.im_end_id, tokenizer.img_end_id
-    words = [_word(tokenizer, t) for t in input_ids]
+    words = [token_word(tokenizer, t) for t in input_ids]
     questions: list[tuple[int, list[int]]] = []  # (end, content positions) of each user turn
     for start, token in enumerate(input_ids):
         if token != im_start or "".join(words[start + 1 : start + 3]) != "user":
@@ -279,8 +279,8 @@ def picture_targets(input_ids: list[int], tokenizer) -> list[tuple[int, list[int
             continue
         digit = pos - 3  # "Picture", " ", "k", ":", " ", <img>
         if (
-            _word(tokenizer, input_ids[digit - 2]) != "picture"
-            or not _word(tokenizer, input_ids[digit]).isdigit()
+            token_word(tokenizer, input_ids[digit - 2]) != "picture"
+            or not token_word(tokenizer, input_ids[digit]).isdigit()
         ):
             continue
         stop = input_ids.index(tokenizer.img_end_id, pos)

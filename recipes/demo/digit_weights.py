@@ -11,16 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from attention_targets import token_word
 
 IGNORE_INDEX = -100
-_DIGITS: dict[tuple[int, int], bool] = {}
-
-
-def _is_digit(tokenizer, token: int) -> bool:
-    key = (id(tokenizer), token)
-    if key not in _DIGITS:
-        _DIGITS[key] = tokenizer.decode([token], strict_image_spans=False).isdigit()
-    return _DIGITS[key]
 
 
 def coordinate_digits(input_ids: list[int], tokenizer) -> list[int]:
@@ -31,7 +24,7 @@ def coordinate_digits(input_ids: list[int], tokenizer) -> list[int]:
     for token in input_ids:
         if token in (box_start, box_end):
             inside = token == box_start
-        if inside and _is_digit(tokenizer, token):
+        if inside and token_word(tokenizer, token).isdigit():
             out.append(run)
             run += 1
         else:
