@@ -213,6 +213,65 @@ def count_targets(
     return pairs
 
 
+# the word before a count in a calculator thought: "I count 2 squares and 0 stars", "Picture 1 has 3 objects"
+COUNT_WORDS = frozenset({"count", "and", "has"})
+
+
+def thought_counts(sample: Sample, grid: int) -> list[tuple[str, list[tuple[str, int]]]]:
+    """For a calculator episode, each count its thought writes, in order: the question's word that names what
+    is counted (a shape, or a picture's number) and the ``(picture path, cell)`` of every object counted.
+
+    "I count n1 s1 and n2 s2" counts the objects of shape s1, then those of s2; "Picture 1 has n objects and
+    Picture 2 has m" counts each picture's objects. Any other sample: empty.
+    """
+    if sample.task != "tools":
+        return []
+    pictures = [p for p in sample.images if p in sample.scene_of]
+    question = sample.conversations[0]["value"].rsplit("</img>\n", 1)[-1]
+    if m := re.match(r"Each (\w+) is worth \d+ points and each (\w+) is worth", question):
+        scene = sample.scene_of[pictures[0]]
+        return [
+            (shape, [(pictures[0], cell_of(scene, o, grid)) for o in scene.objects if o.shape == shape])
+            for shape in m.groups()
+        ]
+    if question.startswith("Multiply the number of objects"):
+        return [
+            (str(k), [(path, cell_of(sample.scene_of[path], o, grid)) for o in sample.scene_of[path].objects])
+            for k, path in enumerate(pictures, 1)
+        ]
+    return []
+
+
+def thought_count_targets(
+    input_ids: list[int],
+    labels: list[int],
+    image_refs: list[str],
+    counts: list[tuple[str, list[tuple[str, int]]]],
+    tokenizer,
+    max_targets: int,
+) -> list[tuple[int, list[int], list[int]]]:
+    """``(query position, image keys, question keys)`` of each count in a calculator episode's thought.
+
+    The query predicts the count's digit. Step 5 gives every position of the call one target, all the objects
+    of both kinds counted, whose mass says nothing about how many there are of the kind being counted. Here the
+    query looks at that kind's objects alone (no keys when none are counted or more than ``max_targets``
+    cells) and gathers the one question word that names it.
+    """
+    if not counts:
+        return []
+    starts = image_span_starts(input_ids, image_refs, tokenizer)
+    words = [token_word(tokenizer, t) for t in input_ids]
+    call = answer_queries(input_ids, labels, tokenizer)[0]
+    digits = [q for q in call if words[q + 1].isdigit() and not words[q] and words[q - 1] in COUNT_WORDS]
+    content = next((k for end, k in reversed(question_words(input_ids, tokenizer)) if end < call[0]), [])
+    out = []
+    for query, (name, objects) in zip(digits, counts, strict=False):  # a truncated call has fewer
+        keys = sorted({starts[path] + cell for path, cell in objects if path in starts})
+        named = [k for k in content if words[k] == name][:1]
+        out.append((query, keys if len(keys) <= max_targets else [], named))
+    return out
+
+
 # question words that name no object: the gather head should not spend its attention on them
 FUNCTION_WORDS = frozenset(
     "what is the a an in of are there does say how which has have picture each and worth points find locate where"
@@ -231,20 +290,12 @@ def token_word(tokenizer, token: int) -> str:
     return _WORDS[key]
 
 
-def question_targets(
-    input_ids: list[int], pairs: list[tuple[int, list[int]]], tokenizer, max_targets: int
-) -> list[tuple[int, list[int]]]:
-    """``(query position, key positions)``: each supervised query gathers the content words of its question.
-
-    A one-word answer ("purple") is predicted at the ``\n`` after ``assistant``, where nothing says which
-    object was asked about; the object query of the next layer can only be as specific as what this position
-    has gathered from the question by then. The keys are the question's tokens after its pictures (after the
-    last ``Question:`` of a ReAct prompt) that are not :data:`FUNCTION_WORDS`: the shape, colour, size,
-    quoted word, box digits and the picture number.
-    """
+def question_words(input_ids: list[int], tokenizer) -> list[tuple[int, list[int]]]:
+    """``(end, content positions)`` of each user turn: its question's tokens after its pictures (after the last
+    ``Question:`` of a ReAct prompt) that are not :data:`FUNCTION_WORDS`."""
     im_start, im_end, img_end = tokenizer.im_start_id, tokenizer.im_end_id, tokenizer.img_end_id
     words = [token_word(tokenizer, t) for t in input_ids]
-    questions: list[tuple[int, list[int]]] = []  # (end, content positions) of each user turn
+    questions: list[tuple[int, list[int]]] = []
     for start, token in enumerate(input_ids):
         if token != im_start or "".join(words[start + 1 : start + 3]) != "user":
             continue
@@ -259,6 +310,21 @@ def question_targets(
             if any(c.isalnum() for c in words[k]) and words[k] not in FUNCTION_WORDS
         ]
         questions.append((end, keys))
+    return questions
+
+
+def question_targets(
+    input_ids: list[int], pairs: list[tuple[int, list[int]]], tokenizer, max_targets: int
+) -> list[tuple[int, list[int]]]:
+    """``(query position, key positions)``: each supervised query gathers the content words of its question.
+
+    A one-word answer ("purple") is predicted at the ``\n`` after ``assistant``, where nothing says which
+    object was asked about; the object query of the next layer can only be as specific as what this position
+    has gathered from the question by then. The keys are the question's tokens after its pictures (after the
+    last ``Question:`` of a ReAct prompt) that are not :data:`FUNCTION_WORDS`: the shape, colour, size,
+    quoted word, box digits and the picture number.
+    """
+    questions = question_words(input_ids, tokenizer)
     out = []
     for query, _ in pairs:
         keys = next((k for end, k in reversed(questions) if end < query), [])

@@ -46,6 +46,8 @@ from attention_targets import (  # noqa: E402
     question_targets,
     stack_pairs,
     supervised_attentions,
+    thought_count_targets,
+    thought_counts,
     turn_objects,
 )
 from demo_data import MixSpec, dense_sample  # noqa: E402
@@ -120,6 +122,8 @@ class ChatData(Dataset):
         self.grid, self.batch, self.max_length = grid, batch, max_length
         # cells per named object in the binding targets: 1 (its centre cell) or 2 (the 2x2 around it)
         self.spread = bind.get("spread", 1)
+        # each count in a calculator thought gets its own binding and question targets (thought_count_targets)
+        self.thought_counts = bool(bind.get("thought_counts"))
 
     def __len__(self) -> int:
         return 1 << 30
@@ -169,16 +173,30 @@ class ChatData(Dataset):
                     self.targets["attn"],
                     skip,
                 )
+                thought = []
+                if self.thought_counts:
+                    thought = thought_count_targets(
+                        enc.input_ids,
+                        enc.labels,
+                        enc.image_refs,
+                        thought_counts(sample, self.grid),
+                        self.tokenizer,
+                        self.targets["attn"],
+                    )
+                    own = {q for q, _, _ in thought}
+                    objects = [p for p in objects if p[0] not in own] + [(q, k) for q, k, _ in thought if k]
                 pairs["attn"].append(objects)
                 if "question" in pairs:
                     bound = {q for q, _ in objects}
+                    gathered = question_targets(
+                        enc.input_ids,
+                        objects + [p for p in counted if p[0] not in bound],
+                        self.tokenizer,
+                        self.targets["question"],
+                    )
+                    own = {q for q, _, _ in thought}
                     pairs["question"].append(
-                        question_targets(
-                            enc.input_ids,
-                            objects + [p for p in counted if p[0] not in bound],
-                            self.tokenizer,
-                            self.targets["question"],
-                        )
+                        [p for p in gathered if p[0] not in own] + [(q, w) for q, _, w in thought if w]
                     )
                 if "picture" in pairs:
                     pairs["picture"].append(picture_targets(enc.input_ids, self.tokenizer))

@@ -27,6 +27,8 @@ from attention_targets import (  # noqa: E402
     query_targets,
     question_targets,
     stack_pairs,
+    thought_count_targets,
+    thought_counts,
     turn_objects,
 )
 from demo_data import MixSpec, dense_sample  # noqa: E402
@@ -413,3 +415,68 @@ def test_the_config_spread_gives_each_supervised_answer_four_cells_per_object(ti
     assert ((block["attn_keys"] >= 0).sum(1) == 4).all()
     pairs = zip(centre["attn_keys"][:, 0].tolist(), block["attn_keys"].tolist(), strict=True)
     assert all(c in b for c, b in pairs)
+
+
+def test_each_count_of_a_calculator_thought_looks_at_its_own_kind_and_gathers_its_name(tiny_model) -> None:
+    _, tokenizer = tiny_model
+    seen = set()
+    for sample in samples({"vqa": 1.0}, kinds={"tools": 1.0}, n=60):
+        counts = thought_counts(sample, GRID)
+        question = sample.conversations[0]["value"].rsplit("</img>\n", 1)[-1]
+        if not question.startswith(("Each ", "Multiply")):
+            assert counts == []
+            continue
+        enc = encode_conversation(tokenizer, sample.conversations)
+        found = thought_count_targets(enc.input_ids, enc.labels, enc.image_refs, counts, tokenizer, 8)
+        thought = sample.conversations[1]["value"].split("\n")[0]
+        written = [int(n) for n in re.findall(r"(?:count|and|has) (\d+)", thought)]
+        # one query per count the thought writes, predicting that count's digit, inside the supervised call
+        assert [int(tokenizer.decode([enc.input_ids[q + 1]])) for q, _, _ in found] == written
+        assert all(enc.labels[q + 1] != -100 for q, _, _ in found)
+        starts = {ref: enc.input_ids.index(tokenizer.img_start_id, 0) + 1 for ref in enc.image_refs[:1]}
+        for (query, keys, named), (name, objects), n in zip(found, counts, written, strict=True):
+            # the image keys are the cells of exactly the objects counted (fewer when two share a cell)
+            assert len(objects) == n and len(keys) <= n and (n == 0) == (keys == [])
+            assert all(k < query for k in keys)
+            if question.startswith("Each "):
+                assert {k - starts[enc.image_refs[0]] for k in keys} == {c for _, c in objects}
+            # the question word that names what is counted: the shape, or the picture's number
+            (word,) = named
+            assert tokenizer.decode([enc.input_ids[word]]).strip() == name and enc.labels[word] == -100
+            seen.add((question.split()[0], min(n, 1)))
+    assert seen == {("Each", 0), ("Each", 1), ("Multiply", 1)}
+
+
+def test_thought_counts_replace_the_calls_shared_target_at_each_count_and_nowhere_else(tiny_model) -> None:
+    from train import ChatData
+
+    _, tokenizer = tiny_model
+    spec = MixSpec(kinds={"tools": 1.0}, questions={"vqa": 1.0})
+    binding = {
+        "layers": [1, 2],
+        "head": 0,
+        "weight": 0.5,
+        "question": {"layers": [0], "head": 1, "weight": 0.5},
+    }
+
+    def batch(thought: bool) -> dict:
+        attention = binding | {"thought_counts": thought}
+        data = ChatData(
+            7, spec, tokenizer, lambda pictures: torch.zeros(len(pictures)), GRID, 8, 2048, None, attention
+        )
+        return data[2]
+
+    plain, split = batch(False), batch(True)
+
+    def pairs(b: dict, prefix: str) -> dict[tuple[int, int], frozenset[int]]:
+        keys = [frozenset(k for k in row if k >= 0) for row in b[f"{prefix}_keys"].tolist()]
+        return dict(zip(map(tuple, b[f"{prefix}_query"].tolist()), keys, strict=True))
+
+    for prefix in ("attn", "question"):
+        before, after = pairs(plain, prefix), pairs(split, prefix)
+        changed = {q for q in before.keys() | after.keys() if before.get(q) != after.get(q)}
+        assert changed  # the batch has calculator episodes
+        # only the positions predicting a count's digit change; each now targets a subset of the call's keys
+        ids = split["input_ids"]
+        assert all(tokenizer.decode([int(ids[r, p + 1])]).isdigit() for r, p in changed)
+        assert all(after[q] < before[q] for q in changed if q in after and q in before)
