@@ -248,14 +248,13 @@ def thought_count_targets(
     image_refs: list[str],
     counts: list[tuple[str, list[tuple[str, int]]]],
     tokenizer,
-    max_targets: int,
 ) -> list[tuple[int, list[int], list[int]]]:
     """``(query position, image keys, question keys)`` of each count in a calculator episode's thought.
 
     The query predicts the count's digit. Step 5 gives every position of the call one target, all the objects
     of both kinds counted, whose mass says nothing about how many there are of the kind being counted. Here the
-    query looks at that kind's objects alone (no keys when none are counted or more than ``max_targets``
-    cells) and gathers the one question word that names it.
+    query gets that kind's objects alone (the image token of each, repeated when two share a cell; none when
+    none are counted) and the one question word that names it.
     """
     if not counts:
         return []
@@ -266,9 +265,9 @@ def thought_count_targets(
     content = next((k for end, k in reversed(question_words(input_ids, tokenizer)) if end < call[0]), [])
     out = []
     for query, (name, objects) in zip(digits, counts, strict=False):  # a truncated call has fewer
-        keys = sorted({starts[path] + cell for path, cell in objects if path in starts})
+        keys = sorted(starts[path] + cell for path, cell in objects if path in starts)
         named = [k for k in content if words[k] == name][:1]
-        out.append((query, keys if len(keys) <= max_targets else [], named))
+        out.append((query, keys, named))
     return out
 
 

@@ -149,6 +149,18 @@ class ChatData(Dataset):
             encoded.append(enc)
             if pairs:
                 turns = turn_objects(sample, self.grid, spec.coord_step, self.spread)
+                # each count a calculator thought writes: (query, its kind's image tokens, the word naming it)
+                thought = (
+                    thought_count_targets(
+                        enc.input_ids,
+                        enc.labels,
+                        enc.image_refs,
+                        thought_counts(sample, self.grid),
+                        self.tokenizer,
+                    )
+                    if self.thought_counts
+                    else []
+                )
                 counted: list[tuple[int, list[int]]] = []
                 skip: frozenset[int] = frozenset()
                 if "count" in pairs:  # counting turns also get their own (uniform) targets
@@ -163,6 +175,7 @@ class ChatData(Dataset):
                         self.tokenizer,
                         self.targets["count"],
                     )
+                    counted += [(q, [0, *k]) for q, k, _ in thought if len(k) < self.targets["count"]]
                     pairs["count"].append(counted)
                 objects = query_targets(
                     enc.input_ids,
@@ -173,18 +186,15 @@ class ChatData(Dataset):
                     self.targets["attn"],
                     skip,
                 )
-                thought = []
-                if self.thought_counts:
-                    thought = thought_count_targets(
-                        enc.input_ids,
-                        enc.labels,
-                        enc.image_refs,
-                        thought_counts(sample, self.grid),
-                        self.tokenizer,
-                        self.targets["attn"],
-                    )
-                    own = {q for q, _, _ in thought}
-                    objects = [p for p in objects if p[0] not in own] + [(q, k) for q, k, _ in thought if k]
+                own = {q for q, _, _ in thought}
+                if own:
+                    objects = [p for p in objects if p[0] not in own]
+                    if not self.count_replaces_binding:
+                        objects += [
+                            (q, sorted(set(k)))
+                            for q, k, _ in thought
+                            if 0 < len(set(k)) <= self.targets["attn"]
+                        ]
                 pairs["attn"].append(objects)
                 if "question" in pairs:
                     bound = {q for q, _ in objects}
@@ -194,7 +204,6 @@ class ChatData(Dataset):
                         self.tokenizer,
                         self.targets["question"],
                     )
-                    own = {q for q, _, _ in thought}
                     pairs["question"].append(
                         [p for p in gathered if p[0] not in own] + [(q, w) for q, _, w in thought if w]
                     )

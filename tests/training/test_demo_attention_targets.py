@@ -427,7 +427,7 @@ def test_each_count_of_a_calculator_thought_looks_at_its_own_kind_and_gathers_it
             assert counts == []
             continue
         enc = encode_conversation(tokenizer, sample.conversations)
-        found = thought_count_targets(enc.input_ids, enc.labels, enc.image_refs, counts, tokenizer, 8)
+        found = thought_count_targets(enc.input_ids, enc.labels, enc.image_refs, counts, tokenizer)
         thought = sample.conversations[1]["value"].split("\n")[0]
         written = [int(n) for n in re.findall(r"(?:count|and|has) (\d+)", thought)]
         # one query per count the thought writes, predicting that count's digit, inside the supervised call
@@ -435,11 +435,11 @@ def test_each_count_of_a_calculator_thought_looks_at_its_own_kind_and_gathers_it
         assert all(enc.labels[q + 1] != -100 for q, _, _ in found)
         starts = {ref: enc.input_ids.index(tokenizer.img_start_id, 0) + 1 for ref in enc.image_refs[:1]}
         for (query, keys, named), (name, objects), n in zip(found, counts, written, strict=True):
-            # the image keys are the cells of exactly the objects counted (fewer when two share a cell)
-            assert len(objects) == n and len(keys) <= n and (n == 0) == (keys == [])
+            # the image keys are the cells of exactly the objects counted, one per object
+            assert len(objects) == len(keys) == n
             assert all(k < query for k in keys)
             if question.startswith("Each "):
-                assert {k - starts[enc.image_refs[0]] for k in keys} == {c for _, c in objects}
+                assert [k - starts[enc.image_refs[0]] for k in keys] == sorted(c for _, c in objects)
             # the question word that names what is counted: the shape, or the picture's number
             (word,) = named
             assert tokenizer.decode([enc.input_ids[word]]).strip() == name and enc.labels[word] == -100
@@ -480,3 +480,30 @@ def test_thought_counts_replace_the_calls_shared_target_at_each_count_and_nowher
         ids = split["input_ids"]
         assert all(tokenizer.decode([int(ids[r, p + 1])]).isdigit() for r, p in changed)
         assert all(after[q] < before[q] for q in changed if q in after and q in before)
+
+
+def test_with_a_counting_head_each_thought_count_spreads_over_position_0_and_one_key_per_object(
+    tiny_model,
+) -> None:
+    from train import ChatData
+
+    _, tokenizer = tiny_model
+    spec = MixSpec(kinds={"tools": 1.0}, questions={"vqa": 1.0})
+    count = {"layers": [1], "head": 1, "weight": 0.5, "uniform": True}
+    attention = {"layers": [1], "head": 0, "weight": 0.5, "count": count, "thought_counts": True}
+    data = ChatData(
+        7, spec, tokenizer, lambda pictures: torch.zeros(len(pictures)), GRID, 8, 2048, None, attention
+    )
+    seen = set()
+    for step in range(3):
+        batch = data[step]
+        ids = batch["input_ids"]
+        for (row, query), keys in zip(
+            batch["count_query"].tolist(), batch["count_keys"].tolist(), strict=True
+        ):
+            keys = [k for k in keys if k >= 0]
+            # tool episodes have no "How many" turns: every counting target here is a thought's count
+            n = int(tokenizer.decode([int(ids[row, query + 1])]))
+            assert keys[0] == 0 and len(keys) == n + 1 and all(0 < k < query for k in keys[1:])
+            seen.add(min(n, 2))
+    assert seen == {0, 1, 2}
