@@ -2,9 +2,9 @@
 
     python recipes/demo/failures.py recipes/demo/results/demo_bind3.json recipes/demo/results/demo_shape.json
 
-Each argument is the ``--output`` of ``qvl-agent eval --model demo --task all --n-samples N`` (seed 0); the
+Each argument is the ``--output`` of ``qvl-agent eval --model demo --task all --n-samples N``; the
 questions are rebuilt from the held-out synthetic split (every sample is a pure function of its index), so
-``--n-samples`` must match the runs'. Prints one markdown row per question form, "correct / asked" per file.
+``--n-samples``, ``--seed`` and ``--synthetic`` must match the runs'. Prints one markdown row per question form, "correct / asked" per file.
 Tool rows count the reference call's tool: arguments right for zoom boxes and calculator expressions.
 """
 
@@ -16,6 +16,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import click
+
+from qvl_agent.data.cli import data_config_option
 from qvl_agent.training.evaluate import synthetic_items
 
 Form = tuple[str, str]
@@ -72,9 +75,12 @@ def tally(result_file: Path, queries: dict[str, tuple[str, str]]) -> dict[Form, 
         cell[1] += 1
 
     for p in json.loads(result_file.read_text(encoding="utf-8"))["predictions"]:
-        if p["id"] not in queries:
-            raise SystemExit(f"{result_file}: question {p['id']} is not in the split; is --n-samples right?")
-        query, expected = queries[p["id"]]
+        # eval outputs carry each reference answer: a different split with the same ids shows there
+        query, expected = queries.get(p["id"], (None, None))
+        if query is None or p.get("expected", expected) != expected:
+            raise SystemExit(
+                f"{result_file}: question {p['id']} is not in the split; are --n-samples, --seed and --synthetic right?"
+            )
         if p["task"] in FORMS:
             add((p["task"], FORMS[p["task"]](question(query))), p["correct"])
         elif p["task"] == "tools" and p["tool"] is not None:
@@ -89,8 +95,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="eval outputs (JSON with 'predictions')")
     parser.add_argument("--n-samples", type=int, default=200, help="as given to qvl-agent eval")
+    parser.add_argument("--seed", type=int, default=0, help="as given to qvl-agent eval")
+    parser.add_argument(
+        "--synthetic", help="as given to qvl-agent eval (DataConfig fields as JSON or a .json file)"
+    )
     args = parser.parse_args()
-    queries = {item.id: (item.query, item.expected) for item in synthetic_items(args.n_samples, seed=0)}
+    try:
+        config = data_config_option(args.synthetic, "--synthetic")
+    except click.BadParameter as exc:
+        parser.error(exc.message)
+    items = synthetic_items(args.n_samples, args.seed, config)
+    queries = {item.id: (item.query, item.expected) for item in items}
     tables = [tally(path, queries) for path in args.results]
     tasks = [*FORMS, "tools"]
     forms = sorted({f for t in tables for f in t}, key=lambda f: (tasks.index(f[0]), f[1]))

@@ -40,3 +40,36 @@ def test_every_question_is_counted_once_under_its_form(tmp_path: Path) -> None:
     assert counts[("tools", "format and tool choice")] == [tools, tools]
     zooms = sum("Action: zoom" in i.expected for i in items if i.task == "tools")
     assert counts.get(("tools", "zoom box (IoU ≥ 0.5)"), [0, 0]) == [0, zooms]
+
+
+def test_the_cli_rebuilds_the_split_of_the_seed_and_synthetic_config_it_is_given(tmp_path: Path) -> None:
+    import subprocess
+
+    synthetic = '{"task_weights": {"tools": 1.0}}'
+    from qvl_agent.data.cli import data_config_option
+
+    items = synthetic_items(6, seed=1, config=data_config_option(synthetic, "--synthetic"))
+    predictions = [
+        {
+            "id": i.id,
+            "task": i.task,
+            "correct": True,
+            "expected": i.expected,  # as qvl-agent eval writes it
+            "tool": {"valid_format": True, "right_tool": True, "right_arguments": True},
+        }
+        for i in items
+    ]
+    (tmp_path / "run.json").write_text(json.dumps({"predictions": predictions}))
+
+    def run(*options: str) -> subprocess.CompletedProcess:
+        args = [sys.executable, str(RECIPE / "failures.py"), str(tmp_path / "run.json"), "--n-samples", "6"]
+        return subprocess.run([*args, *options], capture_output=True, text=True, timeout=120)
+
+    ok = run("--seed", "1", "--synthetic", synthetic)
+    assert ok.returncode == 0, ok.stderr
+    assert f"| tools | format and tool choice | {len(items)}/{len(items)} |" in ok.stdout
+    # the default split (seed 0, the default mix) has the same ids for other questions: a one-line error, no table
+    wrong = run()
+    assert wrong.returncode != 0 and "--seed" in wrong.stderr and "Traceback" not in wrong.stderr
+    bad = run("--synthetic", '{"bogus": 1}')
+    assert bad.returncode == 2 and "--synthetic" in bad.stderr and "Traceback" not in bad.stderr
