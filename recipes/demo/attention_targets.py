@@ -30,6 +30,9 @@ from qvl_agent.training.encoding import IGNORE_INDEX
 
 BOX = re.compile(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>")
 PICTURE = re.compile(r"in Picture (\d)")
+# the calculator questions (react_samples.tool_sample): two shapes' points, or the two pictures' object counts
+POINTS = re.compile(r"Each (\w+) is worth \d+ points and each (\w+) is worth")
+MULTIPLY = "Multiply the number of objects"
 
 
 def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneObject]:
@@ -37,9 +40,9 @@ def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneOb
     shapes = [o for o in scene.objects if not o.is_text]
     if m := re.match(r"What (?:shape is the tiny object|does the tiny word) (.+?)(?: say)?\?", question):
         return [o for o in scene.objects if o.size == "tiny" and where(scene.position_of(o)) == m[1]]
-    if m := re.match(r"Each (\w+) is worth \d+ points and each (\w+) is worth", question):
+    if m := POINTS.match(question):
         return [o for o in shapes if o.shape in (m[1], m[2])]
-    if question.startswith(("Multiply the number of objects", "Which picture has more objects")):
+    if question.startswith((MULTIPLY, "Which picture has more objects")):
         return list(scene.objects)
     if m := re.match(r"Which picture has more (\w+)\?", question):
         return [o for o in shapes if plural(o.shape) == m[1]]
@@ -228,13 +231,13 @@ def thought_counts(sample: Sample, grid: int) -> list[tuple[str, list[tuple[str,
         return []
     pictures = [p for p in sample.images if p in sample.scene_of]
     question = sample.conversations[0]["value"].rsplit("</img>\n", 1)[-1]
-    if m := re.match(r"Each (\w+) is worth \d+ points and each (\w+) is worth", question):
+    if m := POINTS.match(question):
         scene = sample.scene_of[pictures[0]]
         return [
             (shape, [(pictures[0], cell_of(scene, o, grid)) for o in scene.objects if o.shape == shape])
             for shape in m.groups()
         ]
-    if question.startswith("Multiply the number of objects"):
+    if question.startswith(MULTIPLY):
         return [
             (str(k), [(path, cell_of(sample.scene_of[path], o, grid)) for o in sample.scene_of[path].objects])
             for k, path in enumerate(pictures, 1)

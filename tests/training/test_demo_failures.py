@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ sys.path.insert(0, str(RECIPE))
 
 from failures import FORMS, question, tally  # noqa: E402
 
+from qvl_agent.data.cli import data_config_option  # noqa: E402
 from qvl_agent.training.evaluate import synthetic_items  # noqa: E402
 
 
@@ -43,11 +45,7 @@ def test_every_question_is_counted_once_under_its_form(tmp_path: Path) -> None:
 
 
 def test_the_cli_rebuilds_the_split_of_the_seed_and_synthetic_config_it_is_given(tmp_path: Path) -> None:
-    import subprocess
-
     synthetic = '{"task_weights": {"tools": 1.0}}'
-    from qvl_agent.data.cli import data_config_option
-
     items = synthetic_items(6, seed=1, config=data_config_option(synthetic, "--synthetic"))
     predictions = [
         {
