@@ -206,7 +206,12 @@ def tool_sample(rng: random.Random, builder: SampleBuilder, config: DataConfig) 
             header = picture_header([builder.picture(a), builder.picture(b)])
             na, nb = len(a.objects), len(b.objects)
             question = "Multiply the number of objects in Picture 1 by the number of objects in Picture 2."
-            thought = f"Picture 1 has {na} objects and Picture 2 has {nb}. I will compute {na}*{nb} with the calculator."
+            counts = (
+                f"I count the objects in Picture 1: {na}, and in Picture 2: {nb}."
+                if config.calculator_thought == "name_first"
+                else f"Picture 1 has {na} objects and Picture 2 has {nb}."
+            )
+            thought = f"{counts} I will compute {na}*{nb} with the calculator."
             expression, result = f"{na}*{nb}", na * nb
         else:
             scene = random_scene(rng, config.scene)
@@ -220,10 +225,12 @@ def tool_sample(rng: random.Random, builder: SampleBuilder, config: DataConfig) 
             n2 = sum(o.shape == s2 for o in scene.objects)
             p, q = rng.randint(2, 9), rng.randint(2, 9)
             question = f"Each {s1} is worth {p} points and each {s2} is worth {q} points. How many points are there in total?"
-            thought = (
-                f"I count {n1} {plural(s1) if n1 != 1 else s1} and {n2} {plural(s2) if n2 != 1 else s2}. "
-                f"I will compute {n1}*{p}+{n2}*{q} with the calculator."
+            counts = (
+                f"I count the {plural(s1)}: {n1}, and the {plural(s2)}: {n2}."
+                if config.calculator_thought == "name_first"
+                else f"I count {n1} {plural(s1) if n1 != 1 else s1} and {n2} {plural(s2) if n2 != 1 else s2}."
             )
+            thought = f"{counts} I will compute {n1}*{p}+{n2}*{q} with the calculator."
             expression, result = f"{n1}*{p}+{n2}*{q}", n1 * p + n2 * q
         user, assistant = react_episode(
             header + question, thought, "calculator", {"expression": expression}, str(result), str(result)

@@ -155,6 +155,9 @@ class SceneConfig:
     backgrounds: tuple[str, ...] = tuple(BACKGROUNDS)
     tiny_prob: float = 0.15
     text_prob: float = 0.15
+    #: chance that a new shape copies the shape (and, drawn again, the colour) of an earlier one: more scenes
+    #: with 2-3 squares or 2-3 red shapes to count (0 keeps every split as it was)
+    repeat_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name, values, known in (
@@ -168,6 +171,8 @@ class SceneConfig:
                 raise ValueError(
                     f"SceneConfig.{name}: unknown or empty {unknown or values}; choose from {list(known)}"
                 )
+        if not 0.0 <= self.repeat_prob <= 1.0:
+            raise ValueError(f"SceneConfig.repeat_prob must be in [0, 1], got {self.repeat_prob}")
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError(
                 f"SceneConfig: need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
@@ -212,7 +217,13 @@ def random_scene(
             else:
                 x = rng.randint(margin, w - margin - side)
                 y = rng.randint(margin, h - margin - side)
-                obj = SceneObject(rng.choice(config.shapes), colour, size, (x, y, x + side, y + side))
+                shape = rng.choice(config.shapes)
+                earlier = [o for o in scene.objects if not o.is_text] if config.repeat_prob else []
+                if earlier and rng.random() < config.repeat_prob:
+                    shape = rng.choice(earlier).shape
+                if earlier and rng.random() < config.repeat_prob:
+                    colour = rng.choice(earlier).colour
+                obj = SceneObject(shape, colour, size, (x, y, x + side, y + side))
             if not any(_overlaps(obj.box, o.box, margin) for o in scene.objects):
                 scene.objects.append(obj)
                 break

@@ -38,6 +38,7 @@ DEFAULT_TASK_WEIGHTS: dict[str, float] = {
     "tools": 1.5,
 }
 SPLITS: tuple[str, ...] = ("train", "heldout")
+CALCULATOR_THOUGHTS: tuple[str, ...] = ("count_first", "name_first")
 
 
 @dataclass
@@ -52,6 +53,10 @@ class DataConfig:
     coord_step: int = 1
     #: folder prefix written inside ``<img>…</img>``
     image_prefix: str = "images"
+    #: how a calculator episode's thought writes its counts: ``"count_first"`` ("I count 2 squares and 0 stars")
+    #: or ``"name_first"`` ("I count the squares: 2, and the stars: 0"), where each count follows the word
+    #: naming what is counted, as the answer to "How many squares are there?" does
+    calculator_thought: str = "count_first"
 
     def __post_init__(self) -> None:
         unknown = set(self.task_weights) - set(TASKS)
@@ -63,6 +68,10 @@ class DataConfig:
             raise ValueError("DataConfig: need 1 <= min_turns <= max_turns")
         if not 1 <= self.coord_step <= 500:
             raise ValueError("DataConfig.coord_step must be in [1, 500]")
+        if self.calculator_thought not in CALCULATOR_THOUGHTS:
+            raise ValueError(
+                f"DataConfig.calculator_thought must be one of {list(CALCULATOR_THOUGHTS)}, got {self.calculator_thought!r}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:

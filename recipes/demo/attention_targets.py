@@ -216,16 +216,18 @@ def count_targets(
     return pairs
 
 
-# the word before a count in a calculator thought: "I count 2 squares and 0 stars", "Picture 1 has 3 objects"
-COUNT_WORDS = frozenset({"count", "and", "has"})
+# the word before a count in a calculator thought: "I count 2 squares and 0 stars", "Picture 1 has 3 objects",
+# or with ``calculator_thought="name_first"`` the colon of "the squares: 2", "in Picture 1: 3"
+COUNT_WORDS = frozenset({"count", "and", "has", ":"})
 
 
 def thought_counts(sample: Sample, grid: int) -> list[tuple[str, list[tuple[str, int]]]]:
     """For a calculator episode, each count its thought writes, in order: the question's word that names what
     is counted (a shape, or a picture's number) and the ``(picture path, cell)`` of every object counted.
 
-    "I count n1 s1 and n2 s2" counts the objects of shape s1, then those of s2; "Picture 1 has n objects and
-    Picture 2 has m" counts each picture's objects. Any other sample: empty.
+    "I count n1 s1 and n2 s2" (or "I count the s1s: n1, and the s2s: n2") counts the objects of shape s1, then
+    those of s2; "Picture 1 has n objects and Picture 2 has m" (or "I count the objects in Picture 1: n, and in
+    Picture 2: m") counts each picture's objects. Any other sample: empty.
     """
     if sample.task != "tools":
         return []

@@ -45,6 +45,8 @@ class MixSpec:
     #: ``SceneConfig`` fields (e.g. ``{"max_objects": 2, "tiny_prob": 0}``)
     scene: dict[str, Any] = field(default_factory=dict)
     coord_step: int = 1
+    #: ``DataConfig.calculator_thought``: how a calculator episode's thought writes its counts
+    calculator_thought: str = "count_first"
 
     def __post_init__(self) -> None:
         bad = (set(self.kinds) - set(KINDS)) | (set(self.questions) - set(QUESTIONS))
@@ -54,7 +56,13 @@ class MixSpec:
             raise ValueError("MixSpec: need 1 <= min_turns <= max_turns")
 
     def data_config(self) -> DataConfig:
-        return DataConfig.from_dict({"scene": self.scene, "coord_step": self.coord_step})
+        return DataConfig.from_dict(
+            {
+                "scene": self.scene,
+                "coord_step": self.coord_step,
+                "calculator_thought": self.calculator_thought,
+            }
+        )
 
 
 def _choice(rng: random.Random, weights: dict[str, float]) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 
 import pytest
@@ -135,6 +137,67 @@ def test_bad_config_is_rejected():
         DataConfig(task_weights={"dance": 1.0})
     with pytest.raises(ValueError, match="shapes"):
         SceneConfig(shapes=("hexagon",))
+    with pytest.raises(ValueError, match="repeat_prob"):
+        SceneConfig(repeat_prob=1.5)
+    with pytest.raises(ValueError, match="calculator_thought"):
+        DataConfig(calculator_thought="shout")
+
+
+def test_the_held_out_split_is_the_one_every_recorded_score_used():
+    """Training-only options (``repeat_prob``, ``calculator_thought``) must leave the default split as it was:
+    the scores in recipes/demo/README.md were all measured on it."""
+    from qvl_agent.training.evaluate import synthetic_items
+
+    items = synthetic_items(40, 0, DataConfig())
+    digest = hashlib.sha256(json.dumps([(i.id, i.query, i.expected) for i in items]).encode()).hexdigest()
+    assert (len(items), digest) == (74, "07442df2a5d601b61c196a90c02b140d1b73df6c63e15fddb77c1660a379f29e")
+
+
+def test_repeat_prob_makes_scenes_with_shapes_to_count():
+    rng = random.Random(5)
+    always = SceneConfig(min_objects=3, max_objects=5, text_prob=0.0, repeat_prob=1.0)
+    for _ in range(20):
+        scene = random_scene(rng, always)
+        assert len({(o.shape, o.colour) for o in scene.objects}) == 1
+    rng = random.Random(5)
+    half = SceneConfig(min_objects=3, max_objects=5, text_prob=0.0, repeat_prob=0.5)
+    scenes = [random_scene(rng, half) for _ in range(200)]
+    most = [max(sum(o.shape == x.shape for o in s.objects) for x in s.objects) for s in scenes]
+    # without repeats, 3-5 objects of 6 shapes rarely share one; with them most scenes have a shape 2+ times
+    assert sum(m >= 2 for m in most) > 150 and max(most) >= 4
+
+
+@pytest.mark.parametrize(
+    ("style", "counts"),
+    [
+        (
+            "count_first",
+            r"I count (\d+) \w+ and (\d+) \w+\.|Picture 1 has (\d+) objects and Picture 2 has (\d+)\.",
+        ),
+        (
+            "name_first",
+            r"I count the \w+: (\d+), and the \w+: (\d+)\.|I count the objects in Picture 1: (\d+), and in Picture 2: (\d+)\.",
+        ),
+    ],
+)
+def test_calculator_thoughts_write_their_counts_in_the_chosen_style(style, counts):
+    config = DataConfig(task_weights={"tools": 1.0}, calculator_thought=style)
+    checked = 0
+    for i in range(60):
+        call, _, _ = split_episode(generate_sample(i, "train", 0, config).conversations[1]["value"])
+        if "Action: calculator" not in call:
+            continue
+        thought = call.split("\n")[0]
+        m = re.fullmatch(rf"Thought: (?:{counts}) I will compute (\S+) with the calculator\.", thought)
+        assert m, thought
+        n1, n2 = (int(v) for v in m.groups()[:-1] if v is not None)
+        expression = json.loads(react.parse_response(call)["function_call"]["arguments"])["expression"]
+        # the expression multiplies the very counts the thought wrote
+        assert expression == m.group(m.lastindex) and re.fullmatch(
+            rf"{n1}\*(\d+\+{n2}\*\d+|{n2})", expression
+        )
+        checked += 1
+    assert checked >= 10
 
 
 def test_samples_map_each_drawn_picture_to_its_scene():

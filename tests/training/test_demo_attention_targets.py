@@ -57,8 +57,8 @@ SMALL = {
 }
 
 
-def samples(questions: dict[str, float], kinds: dict[str, float] | None = None, n: int = 20):
-    spec = MixSpec(kinds=kinds or {"single": 1.0}, questions=questions, min_turns=3, max_turns=5)
+def samples(questions: dict[str, float], kinds: dict[str, float] | None = None, n: int = 20, **mix):
+    spec = MixSpec(kinds=kinds or {"single": 1.0}, questions=questions, min_turns=3, max_turns=5, **mix)
     return [dense_sample(i, "train", 7, spec) for i in range(n)]
 
 
@@ -417,10 +417,18 @@ def test_the_config_spread_gives_each_supervised_answer_four_cells_per_object(ti
     assert all(c in b for c, b in pairs)
 
 
-def test_each_count_of_a_calculator_thought_looks_at_its_own_kind_and_gathers_its_name(tiny_model) -> None:
+@pytest.mark.parametrize(
+    ("style", "written_count"),
+    [("count_first", r"(?:count|and|has) (\d+)"), ("name_first", r": (\d+)")],
+)
+def test_each_count_of_a_calculator_thought_looks_at_its_own_kind_and_gathers_its_name(
+    tiny_model, style: str, written_count: str
+) -> None:
     _, tokenizer = tiny_model
     seen = set()
-    for sample in samples({"vqa": 1.0}, kinds={"tools": 1.0}, n=60):
+    # repeated shapes, so that counts of 2 and more come up
+    mix = {"calculator_thought": style, "scene": {"repeat_prob": 0.6}}
+    for sample in samples({"vqa": 1.0}, kinds={"tools": 1.0}, n=60, **mix):
         counts = thought_counts(sample, GRID)
         question = sample.conversations[0]["value"].rsplit("</img>\n", 1)[-1]
         if not question.startswith(("Each ", "Multiply")):
@@ -429,7 +437,8 @@ def test_each_count_of_a_calculator_thought_looks_at_its_own_kind_and_gathers_it
         enc = encode_conversation(tokenizer, sample.conversations)
         found = thought_count_targets(enc.input_ids, enc.labels, enc.image_refs, counts, tokenizer)
         thought = sample.conversations[1]["value"].split("\n")[0]
-        written = [int(n) for n in re.findall(r"(?:count|and|has) (\d+)", thought)]
+        written = [int(n) for n in re.findall(written_count, thought)]
+        assert len(written) == 2, thought
         # one query per count the thought writes, predicting that count's digit, inside the supervised call
         assert [int(tokenizer.decode([enc.input_ids[q + 1]])) for q, _, _ in found] == written
         assert all(enc.labels[q + 1] != -100 for q, _, _ in found)
@@ -443,8 +452,8 @@ def test_each_count_of_a_calculator_thought_looks_at_its_own_kind_and_gathers_it
             # the question word that names what is counted: the shape, or the picture's number
             (word,) = named
             assert tokenizer.decode([enc.input_ids[word]]).strip() == name and enc.labels[word] == -100
-            seen.add((question.split()[0], min(n, 1)))
-    assert seen == {("Each", 0), ("Each", 1), ("Multiply", 1)}
+            seen.add((question.split()[0], min(n, 2)))
+    assert seen == {("Each", 0), ("Each", 1), ("Each", 2), ("Multiply", 1), ("Multiply", 2)}
 
 
 def test_thought_counts_replace_the_calls_shared_target_at_each_count_and_nowhere_else(tiny_model) -> None:
