@@ -6,6 +6,7 @@ Each argument is the ``--output`` of ``qvl-agent eval --model demo --task all --
 questions are rebuilt from the held-out synthetic split (every sample is a pure function of its index), so
 ``--n-samples``, ``--seed`` and ``--synthetic`` must match the runs'. Prints one markdown row per question form, "correct / asked" per file.
 Tool rows count the reference call's tool: arguments right for zoom boxes and calculator expressions.
+``--counts`` splits the counting rows by what is counted and the right answer ("counting: objects = 3").
 """
 
 from __future__ import annotations
@@ -65,8 +66,17 @@ FORMS: dict[str, Callable[[str], str]] = {
 TOOL_ROWS = {"zoom": "zoom box (IoU ≥ 0.5)", "calculator": "calculator expression"}
 
 
-def tally(result_file: Path, queries: dict[str, tuple[str, str]]) -> dict[Form, list[int]]:
-    """(task, form) -> [correct, asked] for one eval output."""
+def count_form(form: str, q: str, expected: str) -> str:
+    """A counting form split by what is counted and the right answer: ``counting: objects = 3``."""
+    what = "objects" if "objects" in q else "a shape or colour"
+    return f"{form}: {what} = {expected}"
+
+
+def tally(
+    result_file: Path, queries: dict[str, tuple[str, str]], by_count: bool = False
+) -> dict[Form, list[int]]:
+    """(task, form) -> [correct, asked] for one eval output; ``by_count`` splits the counting forms by their
+    right answer (:func:`count_form`)."""
     counts: dict[Form, list[int]] = {}
 
     def add(form: Form, ok: bool) -> None:
@@ -82,7 +92,10 @@ def tally(result_file: Path, queries: dict[str, tuple[str, str]]) -> dict[Form, 
                 f"{result_file}: question {p['id']} is not in the split; are --n-samples, --seed and --synthetic right?"
             )
         if p["task"] in FORMS:
-            add((p["task"], FORMS[p["task"]](question(query))), p["correct"])
+            form = FORMS[p["task"]](question(query))
+            if by_count and form.startswith("counting"):
+                form = count_form(form, question(query), expected)
+            add((p["task"], form), p["correct"])
         elif p["task"] == "tools" and p["tool"] is not None:
             add(("tools", "format and tool choice"), p["tool"]["valid_format"] and p["tool"]["right_tool"])
             tool = re.search(r"^Action: (\w+)", expected, re.M)
@@ -99,6 +112,11 @@ def main() -> None:
     parser.add_argument(
         "--synthetic", help="as given to qvl-agent eval (DataConfig fields as JSON or a .json file)"
     )
+    parser.add_argument(
+        "--counts",
+        action="store_true",
+        help="split counting questions by what is counted and the right answer",
+    )
     args = parser.parse_args()
     try:
         config = data_config_option(args.synthetic, "--synthetic")
@@ -106,7 +124,7 @@ def main() -> None:
         parser.error(exc.message)
     items = synthetic_items(args.n_samples, args.seed, config)
     queries = {item.id: (item.query, item.expected) for item in items}
-    tables = [tally(path, queries) for path in args.results]
+    tables = [tally(path, queries, args.counts) for path in args.results]
     tasks = [*FORMS, "tools"]
     forms = sorted({f for t in tables for f in t}, key=lambda f: (tasks.index(f[0]), f[1]))
     print("| task | question | " + " | ".join(f"`{p.stem}`" for p in args.results) + " |")

@@ -10,7 +10,7 @@ from pathlib import Path
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo"
 sys.path.insert(0, str(RECIPE))
 
-from failures import FORMS, question, tally  # noqa: E402
+from failures import FORMS, count_form, question, tally  # noqa: E402
 
 from qvl_agent.data.cli import data_config_option  # noqa: E402
 from qvl_agent.training.evaluate import synthetic_items  # noqa: E402
@@ -71,3 +71,21 @@ def test_the_cli_rebuilds_the_split_of_the_seed_and_synthetic_config_it_is_given
     assert wrong.returncode != 0 and "--seed" in wrong.stderr and "Traceback" not in wrong.stderr
     bad = run("--synthetic", '{"bogus": 1}')
     assert bad.returncode == 2 and "--synthetic" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_counts_split_the_counting_rows_by_what_is_counted_and_the_answer(tmp_path: Path) -> None:
+    items = synthetic_items(40, seed=0)
+    predictions = [{"id": i.id, "task": i.task, "correct": i.expected == "0", "tool": None} for i in items]
+    (tmp_path / "run.json").write_text(json.dumps({"predictions": predictions}))
+    queries = {i.id: (i.query, i.expected) for i in items}
+    plain, split = tally(tmp_path / "run.json", queries), tally(tmp_path / "run.json", queries, by_count=True)
+
+    counting = [i for i in items if i.task == "vqa" and question(i.query).startswith("How many")]
+    rows = {f for (t, f) in split if t == "vqa" and f.startswith("counting")}
+    assert rows == {count_form("counting", question(i.query), i.expected) for i in counting} and len(rows) > 2
+    # the split rows add up to the plain one, and only the answers "0" were marked right
+    assert [sum(split[("vqa", f)][k] for f in rows) for k in (0, 1)] == plain[("vqa", "counting")]
+    assert all(split[("vqa", f)][0] == (split[("vqa", f)][1] if f.endswith("= 0") else 0) for f in rows)
+    assert {k: v for k, v in split.items() if not k[1].startswith("counting")} == {
+        k: v for k, v in plain.items() if not k[1].startswith("counting")
+    }
