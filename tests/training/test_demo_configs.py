@@ -26,7 +26,7 @@ def test_every_config_makes_valid_data_at_every_curriculum_stage(config: Path) -
         spec = dataclasses.replace(base, **{k: v for k, v in entry.items() if k != "until"})
         spec.data_config()
     # a continuation starts from weights inside the repository: a run's final, a committed resume, the package's
-    assert cfg.get("init", "recipes/").startswith(("recipes/demo/", "qvl_agent/assets/"))
+    assert cfg.get("init", "recipes/demo/").startswith(("recipes/demo/", "qvl_agent/assets/"))
 
 
 def test_a_bad_mix_is_caught() -> None:
