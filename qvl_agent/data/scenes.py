@@ -155,8 +155,8 @@ class SceneConfig:
     backgrounds: tuple[str, ...] = tuple(BACKGROUNDS)
     tiny_prob: float = 0.15
     text_prob: float = 0.15
-    #: chance that a new shape copies the shape (and, drawn again, the colour) of an earlier one: more scenes
-    #: with 2-3 squares or 2-3 red shapes to count (0 keeps every split as it was)
+    #: chance that a new shape copies the shape of an earlier one, and (a second, independent draw) the colour
+    #: of one: more scenes with 2-3 squares or 2-3 red shapes to count (0 keeps every split as it was)
     repeat_prob: float = 0.0
 
     def __post_init__(self) -> None:
