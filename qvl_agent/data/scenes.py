@@ -199,6 +199,7 @@ def random_scene(
     n = n_objects if n_objects is not None else rng.randint(config.min_objects, config.max_objects)
     margin = max(2, w // 64)
     for _ in range(n):
+        earlier = [o for o in scene.objects if not o.is_text] if config.repeat_prob else []
         for _attempt in range(50):
             size = "tiny" if rng.random() < config.tiny_prob else rng.choice(config.sizes)
             colour = rng.choice(config.colours)
@@ -218,7 +219,6 @@ def random_scene(
                 x = rng.randint(margin, w - margin - side)
                 y = rng.randint(margin, h - margin - side)
                 shape = rng.choice(config.shapes)
-                earlier = [o for o in scene.objects if not o.is_text] if config.repeat_prob else []
                 if earlier and rng.random() < config.repeat_prob:
                     shape = rng.choice(earlier).shape
                 if earlier and rng.random() < config.repeat_prob:

@@ -10,7 +10,7 @@ function of ``(index, split, seed, spec)``, so a resumed run sees the same data.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qvl_agent.data import react_samples
@@ -54,6 +54,10 @@ class MixSpec:
             raise ValueError(f"MixSpec: unknown kinds/questions {sorted(bad)}")
         if not 1 <= self.min_turns <= self.max_turns:
             raise ValueError("MixSpec: need 1 <= min_turns <= max_turns")
+
+    def stage(self, entry: dict[str, Any]) -> MixSpec:
+        """This mix with one curriculum entry's fields (all but its ``until``) put in."""
+        return replace(self, **{k: v for k, v in entry.items() if k != "until"})
 
     def data_config(self) -> DataConfig:
         return DataConfig.from_dict(

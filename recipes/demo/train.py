@@ -132,7 +132,7 @@ class ChatData(Dataset):
         """The mix of ``step``: the first curriculum entry with ``step < until``, else the base mix."""
         for entry in self.curriculum:
             if step < entry["until"]:
-                return dataclasses.replace(self.spec, **{k: v for k, v in entry.items() if k != "until"})
+                return self.spec.stage(entry)
         return self.spec
 
     def __getitem__(self, step: int) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,8 +22,7 @@ def test_every_config_makes_valid_data_at_every_curriculum_stage(config: Path) -
     cfg = json.loads(config.read_text())
     base = MixSpec(**cfg["joint"]["mix"])
     for entry in [{}, *cfg["joint"].get("curriculum", [])]:
-        spec = dataclasses.replace(base, **{k: v for k, v in entry.items() if k != "until"})
-        spec.data_config()
+        base.stage(entry).data_config()
     # a continuation starts from weights inside the repository: a run's final, a committed resume, the package's
     assert cfg.get("init", "recipes/demo/").startswith(("recipes/demo/", "qvl_agent/assets/"))
 
