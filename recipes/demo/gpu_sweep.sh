@@ -10,7 +10,8 @@
 # made by carry_state.py, or left by an earlier call on the still-warm machine) resumes from it.
 set -u
 minutes=$1; shift
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# once per machine: several sweeps may run side by side on a warm machine, and they share /tmp/site
+[ -d /tmp/site/transformers ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 workers=${WORKERS:-$((14 / $#))}

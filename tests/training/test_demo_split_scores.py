@@ -10,7 +10,7 @@ import pytest
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo"
 sys.path.insert(0, str(RECIPE))
 
-from split_scores import conversation_index, load_results, split_scores  # noqa: E402
+from split_scores import conversation_index, fresh_scores, load_results, split_scores  # noqa: E402
 
 from qvl_agent.training.evaluate import ItemResult, summarize  # noqa: E402
 
@@ -43,3 +43,15 @@ def test_the_first_200_of_a_600_conversation_eval_are_the_standard_eval(name: st
     standard = summarize(load_results(RECIPE / "results" / f"{name}.json"))
     assert parts["first"] == standard
     assert parts["rest"]["tools"]["n"] > standard["tools"]["n"]
+
+
+def test_fresh_scores_pool_the_rest_of_seed_0_with_all_of_seed_1() -> None:
+    seed0 = [
+        ItemResult("heldout-000003#0", "vqa", True, "red", "red"),  # chosen on: left out
+        ItemResult("heldout-000300#0", "vqa", False, "2", "3"),
+    ]
+    seed1 = [
+        ItemResult("heldout-000003#0", "vqa", True, "2", "2"),  # another seed: a fresh conversation
+        ItemResult("heldout-000004#1", "vqa", True, "blue", "blue"),
+    ]
+    assert fresh_scores(seed0, seed1, first=200) == {"vqa": {"n": 3, "accuracy": 2 / 3}}
