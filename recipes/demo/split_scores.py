@@ -35,9 +35,7 @@ def split_scores(results: list[ItemResult], first: int) -> dict[str, dict[str, d
     return {name: summarize(rs) for name, rs in parts.items()}
 
 
-def fresh_scores(
-    seed0: list[ItemResult], seed1: list[ItemResult], first: int
-) -> dict[str, dict[str, float]]:
+def fresh_scores(seed0: list[ItemResult], seed1: list[ItemResult], first: int) -> dict[str, dict[str, float]]:
     """:func:`summarize` of the conversations no checkpoint was chosen on: seed 0's from ``first`` on, and
     all of seed 1's."""
     return summarize([r for r in seed0 if conversation_index(r.id) >= first] + seed1)
