@@ -16,7 +16,7 @@ import argparse
 import math
 from pathlib import Path
 
-from split_scores import conversation_index, load_results
+from split_scores import load_results, unchosen
 
 from qvl_agent.training.evaluate import ItemResult
 
@@ -32,9 +32,7 @@ def right(result: ItemResult) -> bool:
 def fresh_questions(name: str, first: int, results_dir: Path = RESULTS) -> dict[tuple[str, str], ItemResult]:
     """``{(set, item id): result}`` of a checkpoint's fresh questions."""
     sets = {
-        "seed0": [
-            r for r in load_results(results_dir / f"{name}_n600.json") if conversation_index(r.id) >= first
-        ],
+        "seed0": unchosen(load_results(results_dir / f"{name}_n600.json"), first),
         "seed1": load_results(results_dir / f"{name}_seed1_n600.json"),
     }
     tools300 = results_dir / f"{name}_tools300.json"
@@ -74,8 +72,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     a, b = (fresh_questions(name, args.first) for name in (args.a, args.b))
-    if not {k for k in a if k[0] == "tools300"} & set(b):
-        a = {k: r for k, r in a.items() if k[0] != "tools300"}
     print(f"{'task':12s} {'n':>5s} {args.a:>20s} {args.b:>20s} {'a only':>7s} {'b only':>7s} {'z':>6s}")
     for task, row in paired(a, b).items():
         print(

@@ -25,12 +25,17 @@ def conversation_index(item_id: str) -> int:
     return int(item_id.rsplit("-", 1)[1].split("#")[0])
 
 
+def unchosen(results: list[ItemResult], first: int) -> list[ItemResult]:
+    """The items of conversations ``first`` and later: those no checkpoint was chosen on."""
+    return [r for r in results if conversation_index(r.id) >= first]
+
+
 def split_scores(results: list[ItemResult], first: int) -> dict[str, dict[str, dict[str, float]]]:
     """``{"first": summary, "rest": summary}``: :func:`summarize` of the items of conversations ``< first`` and
     of the others."""
     parts = {
         "first": [r for r in results if conversation_index(r.id) < first],
-        "rest": [r for r in results if conversation_index(r.id) >= first],
+        "rest": unchosen(results, first),
     }
     return {name: summarize(rs) for name, rs in parts.items()}
 
@@ -38,7 +43,7 @@ def split_scores(results: list[ItemResult], first: int) -> dict[str, dict[str, d
 def fresh_scores(seed0: list[ItemResult], seed1: list[ItemResult], first: int) -> dict[str, dict[str, float]]:
     """:func:`summarize` of the conversations no checkpoint was chosen on: seed 0's from ``first`` on, and
     all of seed 1's."""
-    return summarize([r for r in seed0 if conversation_index(r.id) >= first] + seed1)
+    return summarize(unchosen(seed0, first) + seed1)
 
 
 def load_results(path: Path) -> list[ItemResult]:
