@@ -6,7 +6,8 @@ Each argument is the ``--output`` of ``qvl-agent eval --model demo --task all --
 questions are rebuilt from the held-out synthetic split (every sample is a pure function of its index), so
 ``--n-samples``, ``--seed`` and ``--synthetic`` must match the runs'. Prints one markdown row per question form, "correct / asked" per file.
 Tool rows count the reference call's tool: arguments right for zoom boxes and calculator expressions.
-``--counts`` splits the counting rows by what is counted and the right answer ("counting: objects = 3").
+``--counts`` splits the counting rows by what is counted and the right answer ("counting: objects = 3");
+``--sizes`` splits the grounding rows by the size of the reference box ("… · tiny").
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from pathlib import Path
 import click
 
 from qvl_agent.data.cli import data_config_option
+from qvl_agent.data.scenes import SIZES
 from qvl_agent.training.evaluate import synthetic_items
+from qvl_agent.training.metrics import extract_boxes
 
 Form = tuple[str, str]
 
@@ -72,11 +75,28 @@ def count_form(form: str, q: str, expected: str) -> str:
     return f"{form}: {what} = {expected}"
 
 
+def size_form(form: str, expected: str) -> str:
+    """A grounding form split by the size word whose range the reference box's longer side is nearest:
+    ``"Where is the …" · tiny``."""
+    boxes = extract_boxes(expected)
+    if not boxes:
+        return form
+    x1, y1, x2, y2 = boxes[0][1]
+    side = max(x2 - x1, y2 - y1) / 1000
+    size = min(
+        SIZES, key=lambda s: 0 if SIZES[s][0] <= side <= SIZES[s][1] else min(abs(side - b) for b in SIZES[s])
+    )
+    return f"{form} · {size}"
+
+
 def tally(
-    result_file: Path, queries: dict[str, tuple[str, str]], by_count: bool = False
+    result_file: Path,
+    queries: dict[str, tuple[str, str]],
+    by_count: bool = False,
+    by_size: bool = False,
 ) -> dict[Form, list[int]]:
     """(task, form) -> [correct, asked] for one eval output; ``by_count`` splits the counting forms by their
-    right answer (:func:`count_form`)."""
+    right answer (:func:`count_form`), ``by_size`` the grounding forms by the box's size (:func:`size_form`)."""
     counts: dict[Form, list[int]] = {}
 
     def add(form: Form, ok: bool) -> None:
@@ -95,6 +115,8 @@ def tally(
             form = FORMS[p["task"]](question(query))
             if by_count and form.startswith("counting"):
                 form = count_form(form, question(query), expected)
+            if by_size and p["task"] == "grounding":
+                form = size_form(form, expected)
             add((p["task"], form), p["correct"])
         elif p["task"] == "tools" and p["tool"] is not None:
             add(("tools", "format and tool choice"), p["tool"]["valid_format"] and p["tool"]["right_tool"])
@@ -117,6 +139,9 @@ def main() -> None:
         action="store_true",
         help="split counting questions by what is counted and the right answer",
     )
+    parser.add_argument(
+        "--sizes", action="store_true", help="split grounding questions by the size of the reference box"
+    )
     args = parser.parse_args()
     try:
         config = data_config_option(args.synthetic, "--synthetic")
@@ -124,7 +149,7 @@ def main() -> None:
         parser.error(exc.message)
     items = synthetic_items(args.n_samples, args.seed, config)
     queries = {item.id: (item.query, item.expected) for item in items}
-    tables = [tally(path, queries, args.counts) for path in args.results]
+    tables = [tally(path, queries, args.counts, args.sizes) for path in args.results]
     tasks = [*FORMS, "tools"]
     forms = sorted({f for t in tables for f in t}, key=lambda f: (tasks.index(f[0]), f[1]))
     print("| task | question | " + " | ".join(f"`{p.stem}`" for p in args.results) + " |")
