@@ -329,6 +329,36 @@ def joint_loss(
     return loss, metrics
 
 
+def tied_word_ids(tokenizer, tie_words: bool | list[str]) -> dict[str, list[list[int | None]]]:
+    """The dense head's tied tables (``DenseHead``'s ``word_ids``) for a config's ``tie_words``.
+
+    ``true``: colour and shape; a list may add "plural" (shapes also against " squares", ...: the words
+    counting questions use), "word" (the written words; quoted, so their tokens have no space) or "letters"
+    (the written words that do not start with a digit: "42" and "7" encode as the digits boxes are written
+    with, which an image token should not be pulled towards).
+    """
+    from dense_targets import COLOUR_IDS, SHAPE_IDS
+
+    from qvl_agent.data.scenes import WORDS
+    from qvl_agent.data.synthetic import plural
+
+    def first_id(word: str) -> int:
+        return tokenizer.encode(" " + ("word" if word == "text" else word))[0]
+
+    tied = ["colour", "shape"] if tie_words is True else list(tie_words)
+    if "word" in tied and "letters" in tied:
+        raise ValueError('tie_words: "word" and "letters" tie the same class; choose one')
+    tables: dict[str, list[list[int | None]]] = {
+        "colour": [[first_id(c) for c in COLOUR_IDS]],
+        "shape": [[first_id(s) for s in SHAPE_IDS]],
+        "word": [[None] + [tokenizer.encode(w)[0] for w in WORDS]],  # class 0: not a word
+        "letters": [[None] + [None if w[0].isdigit() else tokenizer.encode(w)[0] for w in WORDS]],
+    }
+    if "plural" in tied:
+        tables["shape"].append([None if s == "text" else first_id(plural(s)) for s in SHAPE_IDS])
+    return {("word" if k == "letters" else k): v for k, v in tables.items() if k in tied}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
@@ -374,27 +404,7 @@ def main() -> None:
         with torch.no_grad():
             layer.attn.c_attn.weight[hidden : 2 * hidden].copy_(layer.attn.c_attn.weight[:hidden])
     torch.manual_seed(seed + 1)
-    word_ids = None
-    if cfg.get("tie_words"):
-        from dense_targets import COLOUR_IDS, SHAPE_IDS
-
-        from qvl_agent.data.scenes import WORDS
-        from qvl_agent.data.synthetic import plural
-
-        def first_id(word: str) -> int:
-            return tokenizer.encode(" " + ("word" if word == "text" else word))[0]
-
-        # `true`: colour and shape; a list may add "word" (a written word is quoted, so its token has no
-        # space) and "plural" (shapes also against " squares", ...: the words counting questions use)
-        tied = ["colour", "shape"] if cfg["tie_words"] is True else cfg["tie_words"]
-        tables: dict[str, list[list[int | None]]] = {
-            "colour": [[first_id(c) for c in COLOUR_IDS]],
-            "shape": [[first_id(s) for s in SHAPE_IDS]],
-            "word": [[None] + [tokenizer.encode(w)[0] for w in WORDS]],  # class 0: not a word
-        }
-        if "plural" in tied:
-            tables["shape"].append([None if s == "text" else first_id(plural(s)) for s in SHAPE_IDS])
-        word_ids = {k: v for k, v in tables.items() if k in tied}
+    word_ids = tied_word_ids(tokenizer, cfg["tie_words"]) if cfg.get("tie_words") else None
     head = DenseHead(visual.output_dim, model.transformer.wte if word_ids else None, word_ids)
     model.to(device)
     head.to(device)

@@ -84,3 +84,33 @@ def test_the_tied_loss_is_the_cross_entropy_against_each_table_and_pulls_its_tok
     assert embedding.weight.grad[10 + SHAPE_IDS["square"]].abs().sum() > 0
     assert embedding.weight.grad[2].abs().sum() > 0  # " squares"
     assert embedding.weight.grad[4:10].abs().sum() == 0 and embedding.weight.grad[16:].abs().sum() == 0
+
+
+def test_letters_ties_the_written_words_except_those_that_encode_as_coordinate_digits() -> None:
+    from train import tied_word_ids
+
+    from qvl_agent.data.scenes import WORDS
+    from qvl_agent.model import QWenTokenizer
+
+    tokenizer = QWenTokenizer.from_pretrained(
+        Path(__file__).resolve().parents[2] / "qvl_agent" / "assets" / "demo"
+    )
+    every = tied_word_ids(tokenizer, ["colour", "word"])["word"][0]
+    letters = tied_word_ids(tokenizer, ["colour", "letters"])
+    assert set(letters) == {"colour", "word"}  # keyed by the dense head's class
+    table = letters["word"][0]
+    assert table[0] is None and len(table) == len(WORDS) + 1
+    digits = {tokenizer.encode(d)[0] for d in "0123456789"}
+    for word, tied, all_words in zip(WORDS, table[1:], every[1:], strict=True):
+        if word[0].isdigit():
+            assert tied is None and all_words in digits  # "42" -> "4", "7" -> "7": left out
+        else:
+            assert tied == all_words == tokenizer.encode(word)[0]
+    assert tied_word_ids(tokenizer, True).keys() == {"colour", "shape"}
+    assert len(tied_word_ids(tokenizer, ["shape", "plural"])["shape"]) == 2
+    try:
+        tied_word_ids(tokenizer, ["word", "letters"])
+    except ValueError as exc:
+        assert "choose one" in str(exc)
+    else:
+        raise AssertionError("word and letters together must be refused")

@@ -89,3 +89,19 @@ def test_counts_split_the_counting_rows_by_what_is_counted_and_the_answer(tmp_pa
     assert {k: v for k, v in split.items() if not k[1].startswith("counting")} == {
         k: v for k, v in plain.items() if not k[1].startswith("counting")
     }
+
+
+def test_sizes_name_the_size_word_whose_range_the_reference_box_falls_in() -> None:
+    from failures import size_form
+
+    def box(side: int) -> str:
+        return f"<ref>the red star</ref><box>(100,200),({100 + side},{200 + side})</box>"
+
+    assert size_form("f", box(50)) == "f · tiny"
+    assert size_form("f", box(120)) == "f · small"
+    assert size_form("f", box(200)) == "f · medium"
+    assert size_form("f", box(300)) == "f · large"
+    assert size_form("f", box(150)) == "f · small"  # between ranges: the nearest one
+    wide = '<ref>the word "cat"</ref><box>(100,200),(400,260)</box>'  # a word: its longer side counts
+    assert size_form("f", wide) == "f · large"
+    assert size_form("f", "no box here") == "f"
