@@ -128,7 +128,7 @@ def split_episode(answer: str) -> tuple[str, str | None, str]:
     return answer[:k], answer[k + len(marker) : end].strip(), answer[end:]
 
 
-def _zoom_box(scene: Scene, obj: SceneObject, step: int) -> list[int]:
+def _zoom_box(scene: Scene, obj: SceneObject, step: int, snap: str = "down") -> list[int]:
     """A box around ``obj`` three times its size (at least a fifth of the picture), in [0,1000)."""
     x1, y1, x2, y2 = obj.box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -136,10 +136,10 @@ def _zoom_box(scene: Scene, obj: SceneObject, step: int) -> list[int]:
     left, top = max(0.0, cx - half), max(0.0, cy - half)
     right, bottom = min(float(scene.width), cx + half), min(float(scene.height), cy + half)
     return [
-        normalize_coord(left, scene.width, step),
-        normalize_coord(top, scene.height, step),
-        normalize_coord(right, scene.width, step),
-        normalize_coord(bottom, scene.height, step),
+        normalize_coord(left, scene.width, step, snap),
+        normalize_coord(top, scene.height, step, snap),
+        normalize_coord(right, scene.width, step, snap),
+        normalize_coord(bottom, scene.height, step, snap),
     ]
 
 
@@ -180,7 +180,7 @@ def tool_sample(rng: random.Random, builder: SampleBuilder, config: DataConfig) 
         position = scene.position_of(obj) if obj else ""
         if obj and sum(scene.position_of(o) == position for o in tiny) == 1:
             path = builder.picture(scene)
-            box = _zoom_box(scene, obj, config.coord_step)
+            box = _zoom_box(scene, obj, config.coord_step, config.coord_snap)
             crop = crop_zoom(builder.images[path], box, (scene.width, scene.height))
             crop_path = builder.picture(None, crop, tag="-zoom")
             if obj.is_text:

@@ -52,6 +52,8 @@ WORDS: tuple[str, ...] = (
     "ok",
     "go",
 )
+#: how box coordinates are snapped to a coarser step (:func:`normalize_coord`)
+COORD_SNAPS: tuple[str, ...] = ("down", "nearest")
 #: 3x3 grid of position words, indexed [row][column]
 POSITIONS: tuple[tuple[str, ...], ...] = (
     ("top left", "top", "top right"),
@@ -108,14 +110,15 @@ class Scene:
         row = min(int(3 * cy / self.height), 2)
         return POSITIONS[row][col]
 
-    def norm_box(self, obj: SceneObject, step: int = 1) -> tuple[int, int, int, int]:
-        """The object's box in Qwen-VL's [0,1000) coordinates, optionally snapped to multiples of ``step``."""
+    def norm_box(self, obj: SceneObject, step: int = 1, snap: str = "down") -> tuple[int, int, int, int]:
+        """The object's box in Qwen-VL's [0,1000) coordinates, optionally snapped to multiples of ``step``
+        (``snap``: see :func:`normalize_coord`)."""
         x1, y1, x2, y2 = obj.box
         return (
-            normalize_coord(x1, self.width, step),
-            normalize_coord(y1, self.height, step),
-            normalize_coord(x2, self.width, step),
-            normalize_coord(y2, self.height, step),
+            normalize_coord(x1, self.width, step, snap),
+            normalize_coord(y1, self.height, step, snap),
+            normalize_coord(x2, self.width, step, snap),
+            normalize_coord(y2, self.height, step, snap),
         )
 
     def reading_order(self) -> list[SceneObject]:
@@ -135,9 +138,14 @@ class Scene:
         return cls(data["width"], data["height"], data["background"], objects)
 
 
-def normalize_coord(value: float, extent: int, step: int = 1) -> int:
-    """Pixel coordinate -> integer in [0, 1000) (Qwen-VL's convention), snapped down to ``step``."""
+def normalize_coord(value: float, extent: int, step: int = 1, snap: str = "down") -> int:
+    """Pixel coordinate -> integer in [0, 1000) (Qwen-VL's convention), snapped to a multiple of ``step``:
+    ``"down"`` (the multiple below, on average ``step / 2`` below the unsnapped value) or ``"nearest"``."""
+    if snap not in COORD_SNAPS:
+        raise ValueError(f"snap must be one of {list(COORD_SNAPS)}, got {snap!r}")
     v = min(max(int(value / extent * 1000), 0), 999)
+    if snap == "nearest":
+        return min((v + step // 2) // step * step, 999 - 999 % step)
     return v - v % step
 
 

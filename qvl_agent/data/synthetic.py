@@ -26,7 +26,15 @@ from typing import Any
 from PIL import Image
 
 from qvl_agent.data import react_samples
-from qvl_agent.data.scenes import POSITIONS, Scene, SceneConfig, SceneObject, random_scene, render_scene
+from qvl_agent.data.scenes import (
+    COORD_SNAPS,
+    POSITIONS,
+    Scene,
+    SceneConfig,
+    SceneObject,
+    random_scene,
+    render_scene,
+)
 
 TASKS: tuple[str, ...] = ("caption", "vqa", "grounding", "referring", "multi_image", "tools")
 DEFAULT_TASK_WEIGHTS: dict[str, float] = {
@@ -51,6 +59,9 @@ class DataConfig:
     max_turns: int = 3
     #: snap box coordinates to multiples of this (a coarse-to-fine curriculum uses e.g. 32, then 1)
     coord_step: int = 1
+    #: how coordinates are snapped to ``coord_step``: ``"down"`` (targets on average ``coord_step / 2`` too
+    #: low, so a model learns boxes shifted up and left) or ``"nearest"``
+    coord_snap: str = "down"
     #: folder prefix written inside ``<img>…</img>``
     image_prefix: str = "images"
     #: how a calculator episode's thought writes its counts: ``"count_first"`` ("I count 2 squares and 0 stars")
@@ -68,6 +79,10 @@ class DataConfig:
             raise ValueError("DataConfig: need 1 <= min_turns <= max_turns")
         if not 1 <= self.coord_step <= 500:
             raise ValueError("DataConfig.coord_step must be in [1, 500]")
+        if self.coord_snap not in COORD_SNAPS:
+            raise ValueError(
+                f"DataConfig.coord_snap must be one of {list(COORD_SNAPS)}, got {self.coord_snap!r}"
+            )
         if self.calculator_thought not in CALCULATOR_THOUGHTS:
             raise ValueError(
                 f"DataConfig.calculator_thought must be one of {list(CALCULATOR_THOUGHTS)}, got {self.calculator_thought!r}"
@@ -231,13 +246,13 @@ def grounding_question(rng: random.Random, scene: Scene, config: DataConfig) -> 
     if not candidates:
         return None
     obj, ref = rng.choice(candidates)
-    answer = f"<ref>{ref}</ref>{box_text(scene.norm_box(obj, config.coord_step))}"
+    answer = f"<ref>{ref}</ref>{box_text(scene.norm_box(obj, config.coord_step, config.coord_snap))}"
     return rng.choice(GROUNDING_PROMPTS).format(ref=ref), answer
 
 
 def referring_question(rng: random.Random, scene: Scene, config: DataConfig) -> tuple[str, str]:
     obj = rng.choice(scene.objects)
-    box = box_text(scene.norm_box(obj, config.coord_step))
+    box = box_text(scene.norm_box(obj, config.coord_step, config.coord_snap))
     answer = f'the word "{obj.text}"' if obj.is_text else f"a {obj.colour} {obj.shape}"
     return rng.choice(REFERRING_PROMPTS).format(box=box), answer
 

@@ -77,7 +77,7 @@ def main() -> None:
     for i in range(args.n):
         sample = dense_sample(i, "probe", 7, spec)
         enc = encode_conversation(tokenizer, sample.conversations)
-        turns = turn_objects(sample, grid, spec.coord_step)
+        turns = turn_objects(sample, grid, spec.coord_step, coord_snap=spec.coord_snap)
         pictures = [sample.images[r] for r in enc.image_refs]
         with watch, torch.no_grad():
             model(

@@ -35,7 +35,9 @@ POINTS = re.compile(r"Each (\w+) is worth \d+ points and each (\w+) is worth")
 MULTIPLY = "Multiply the number of objects"
 
 
-def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneObject]:
+def _objects_named(
+    question: str, scene: Scene, coord_step: int, coord_snap: str = "down"
+) -> list[SceneObject]:
     """The objects of ``scene`` a question (or its answer's box) is about, as seen in that one picture."""
     shapes = [o for o in scene.objects if not o.is_text]
     if m := re.match(r"What (?:shape is the tiny object|does the tiny word) (.+?)(?: say)?\?", question):
@@ -48,7 +50,7 @@ def _objects_named(question: str, scene: Scene, coord_step: int) -> list[SceneOb
         return [o for o in shapes if plural(o.shape) == m[1]]
     if m := BOX.search(question):
         box = tuple(int(v) for v in m.groups())
-        return [o for o in scene.objects if scene.norm_box(o, coord_step) == box]
+        return [o for o in scene.objects if scene.norm_box(o, coord_step, coord_snap) == box]
     if m := re.match(r"What colour is the (\w+)", question):
         return [o for o in shapes if o.shape == m[1]]
     if m := re.match(r"What shape is the (\w+) object", question):
@@ -78,7 +80,7 @@ def _pictures_asked(question: str, pictures: list[str]) -> list[str]:
 
 
 def turn_objects(
-    sample: Sample, grid: int, coord_step: int = 1, spread: int = 1
+    sample: Sample, grid: int, coord_step: int = 1, spread: int = 1, coord_snap: str = "down"
 ) -> list[list[tuple[str, int]]]:
     """For each assistant turn: the ``(picture path, cell)`` of every object it is about (empty: none);
     ``spread`` 2 gives each object the 2x2 cells around its centre (:func:`dense_targets.cells_around`)."""
@@ -95,7 +97,7 @@ def turn_objects(
         targets = []
         for path in _pictures_asked(question, pictures):
             scene = sample.scene_of[path]
-            for o in _objects_named(text, scene, coord_step):
+            for o in _objects_named(text, scene, coord_step, coord_snap):
                 targets += [(path, cell) for cell in cells_around(scene, o, grid, spread)]
         out.append(targets)
     return out

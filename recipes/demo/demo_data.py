@@ -45,6 +45,8 @@ class MixSpec:
     #: ``SceneConfig`` fields (e.g. ``{"max_objects": 2, "tiny_prob": 0}``)
     scene: dict[str, Any] = field(default_factory=dict)
     coord_step: int = 1
+    #: ``DataConfig.coord_snap``: ``"nearest"`` snaps box coordinates to the nearest multiple of ``coord_step``
+    coord_snap: str = "down"
     #: ``DataConfig.calculator_thought``: how a calculator episode's thought writes its counts
     calculator_thought: str = "count_first"
 
@@ -64,6 +66,7 @@ class MixSpec:
             {
                 "scene": self.scene,
                 "coord_step": self.coord_step,
+                "coord_snap": self.coord_snap,
                 "calculator_thought": self.calculator_thought,
             }
         )

@@ -148,7 +148,7 @@ class ChatData(Dataset):
             enc = encode_conversation(self.tokenizer, sample.conversations, max_length=self.max_length)
             encoded.append(enc)
             if pairs:
-                turns = turn_objects(sample, self.grid, spec.coord_step, self.spread)
+                turns = turn_objects(sample, self.grid, spec.coord_step, self.spread, spec.coord_snap)
                 # each count a calculator thought writes: (query, its kind's image tokens, the word naming it)
                 thought = (
                     thought_count_targets(

@@ -11,7 +11,7 @@ import pytest
 
 from qvl_agent.data.format import load_conversations
 from qvl_agent.data.react_samples import TOOL_SPECS, split_episode
-from qvl_agent.data.scenes import SceneConfig, random_scene, render_scene
+from qvl_agent.data.scenes import SceneConfig, normalize_coord, random_scene, render_scene
 from qvl_agent.data.synthetic import DataConfig, SyntheticDataset, generate_sample, write_dataset
 from qvl_agent.data.vocab import default_vocab_path
 from qvl_agent.model.tokenization_qwen import QWenTokenizer
@@ -141,6 +141,8 @@ def test_bad_config_is_rejected():
         SceneConfig(repeat_prob=1.5)
     with pytest.raises(ValueError, match="calculator_thought"):
         DataConfig(calculator_thought="shout")
+    with pytest.raises(ValueError, match="coord_snap"):
+        DataConfig(coord_snap="up")
 
 
 def test_the_held_out_split_is_the_one_every_recorded_score_used():
@@ -212,3 +214,32 @@ def test_samples_map_each_drawn_picture_to_its_scene():
         drawn = [p for p in sample.images if not p.endswith("-zoom.png")]
         assert list(sample.scene_of) == drawn
         assert list(sample.scene_of.values()) == sample.scenes
+
+
+def test_nearest_snapping_leaves_coarse_coordinates_unbiased():
+    """Snapping down puts a coarse target ``step / 2`` below the exact one on average, so a model trained on
+    it writes every box shifted up and left; ``"nearest"`` keeps the mean error within half a unit."""
+    rng = random.Random(0)
+    pixels = [rng.uniform(0, 256) for _ in range(4000)]
+    exact = [normalize_coord(p, 256) for p in pixels]
+    for snap, mean_error in (("down", -4.5), ("nearest", 0.5)):
+        snapped = [normalize_coord(p, 256, 10, snap) for p in pixels]
+        assert all(v % 10 == 0 and 0 <= v <= 990 for v in snapped)
+        assert all(abs(v - e) <= 10 for v, e in zip(snapped, exact, strict=True))
+        errors = [v - e for v, e in zip(snapped, exact, strict=True)]
+        assert abs(sum(errors) / len(errors) - mean_error) < 0.3, snap
+    assert normalize_coord(255.9, 256, 10, "nearest") == 990  # never rounds up out of [0, 1000)
+    assert [normalize_coord(p, 256, 1, "nearest") for p in pixels] == exact
+
+
+def test_nearest_snapping_reaches_every_box_the_generator_writes():
+    config = DataConfig(coord_step=10, coord_snap="nearest", task_weights={"grounding": 1.0, "referring": 1.0})
+    down = DataConfig(coord_step=10, task_weights={"grounding": 1.0, "referring": 1.0})
+    moved = 0
+    for i in range(40):
+        sample, other = generate_sample(i, "train", 2, config), generate_sample(i, "train", 2, down)
+        text = json.dumps(sample.conversations)
+        boxes = re.findall(r"\((\d+),(\d+)\),\((\d+),(\d+)\)", text)
+        assert boxes and all(int(v) % 10 == 0 for box in boxes for v in box)
+        moved += text != json.dumps(other.conversations)
+    assert moved >= 30  # the same questions, most boxes snapped differently

@@ -516,3 +516,14 @@ def test_with_a_counting_head_each_thought_count_spreads_over_position_0_and_one
             assert keys[0] == 0 and len(keys) == n + 1 and all(0 < k < query for k in keys[1:])
             seen.add(min(n, 2))
     assert seen == {0, 1, 2}
+
+
+def test_box_questions_find_their_object_whichever_way_coordinates_are_snapped() -> None:
+    checked = 0
+    for snap in ("down", "nearest"):
+        for sample in samples({"referring": 1.0}, coord_step=10, coord_snap=snap):
+            for turn, targets in enumerate(turn_objects(sample, GRID, 10, coord_snap=snap)):
+                if BOX.search(sample.conversations[2 * turn]["value"]):
+                    assert len(targets) == 1
+                    checked += 1
+    assert checked >= 80
