@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +180,78 @@ def test_a_16px_patch_run_gives_the_patch_embedding_its_own_smaller_start_and_le
     stdout = train(config, out, "--resume")  # the two groups load back
     assert "resuming at phase vision step 1" in stdout
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["final"] is True
+
+
+def test_lineage_sh_keeps_a_stopped_run_in_git_and_a_new_checkout_finishes_the_lineage(
+    tmp_path: Path,
+) -> None:
+    """``lineage.sh``: a run stopped by the time limit is committed as its resume state; in a checkout without
+    ``runs/`` the next call resumes it, commits its final, and trains the continuation from it."""
+    demo = tmp_path / "recipes" / "demo"
+    (demo / "configs").mkdir(parents=True)
+    (demo / "resume").mkdir()
+    (demo / "results").mkdir()
+    for script in ("train.py", "lineage.sh"):
+        (demo / script).symlink_to(TRAIN.parent / script)
+    (demo / "configs" / "a.json").write_text(json.dumps(TINY))
+    # absolute: train.py resolves a relative init against its own checkout, which the symlink leaves
+    continuation = {
+        **TINY,
+        "init": str(demo / "runs" / "a" / "final"),
+        "vision": {"steps": 0, "batch_size": 2, "lr": 1e-3},
+    }
+    continuation["joint"] = {**TINY["joint"], "steps": 2}
+    (demo / "configs" / "b.json").write_text(json.dumps(continuation))
+    (tmp_path / ".gitignore").write_text("recipes/demo/runs/\n")
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True)
+        return done.stdout
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+
+    def lineage(minutes: str) -> str:
+        done = subprocess.run(
+            ["bash", str(demo / "lineage.sh"), minutes, "a", "b"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={
+                **os.environ,
+                "GIT_AUTHOR_NAME": "t",
+                "GIT_AUTHOR_EMAIL": "t@t",
+                "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t",
+            },
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    # 0.3 s: time to start, not to finish (the final quick evaluation alone takes longer)
+    assert "a: stopped, resume state kept" in lineage("0.005")
+    assert git("ls-files", "recipes/demo/resume").split() == ["recipes/demo/resume/a.pt"]
+    assert "recipes/demo/results/a.log.jsonl" in git("ls-files")
+    shutil.rmtree(demo / "runs")  # a new checkout
+
+    lineage("10")
+    tracked = git("ls-files", "recipes/demo/resume").split()
+    assert "recipes/demo/resume/a.pt" not in tracked  # done with: out of the tree
+    assert {
+        "recipes/demo/resume/a_final/model.safetensors",
+        "recipes/demo/resume/b_final/model.safetensors",
+    } <= set(tracked)
+    assert git("status", "--porcelain") == ""
+    assert "resuming at phase" in (demo / "runs" / "a.out").read_text()
+    records = [json.loads(line) for line in (demo / "results" / "a.log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "aux_loss" in r]
+    assert steps == sorted(set(steps)) == [1, 2, 3, 4, 5]  # every step once, across the two segments
+    assert records[-1]["final"] is True
+    assert json.loads((demo / "runs" / "b" / "config.json").read_text())["init"] == continuation["init"]
+
+    shutil.rmtree(demo / "runs")
+    commits = git("rev-list", "--count", "HEAD")
+    out = lineage("10")
+    assert "a: done (from resume/)" in out and "b: done (from resume/)" in out
+    assert git("rev-list", "--count", "HEAD") == commits
