@@ -9,6 +9,7 @@
 #     resume state, now useless, leaves the tree.
 # In a new checkout each NAME is taken up where the tree left it: runs/NAME/final or resume/NAME_final means
 # done (the latter is copied to runs/NAME/final), resume/NAME.pt means resume (state and log are copied in).
+# TRAIN_ARGS: more train.py flags for every run, e.g. TRAIN_ARGS="--threads 4" or "--max-steps 1000".
 set -u
 cd "$(dirname "$0")/../.."
 minutes=$1; shift
@@ -44,7 +45,7 @@ for name in "$@"; do
   if awk -v l="$left" 'BEGIN { exit !(l <= 0) }'; then echo "$name: not started (out of time)"; break; fi
   echo "$name: training ${resume:-from the start} for at most $left minutes ($(date +%H:%M))"
   mkdir -p "$run"
-  python "$demo/train.py" "$demo/configs/$name.json" --out "$run" $resume --max-minutes "$left" \
+  python "$demo/train.py" "$demo/configs/$name.json" --out "$run" $resume --max-minutes "$left" ${TRAIN_ARGS:-} \
     >> "$run.out" 2>&1 \
     || { echo "$name: train.py failed, see $run.out"; tail -3 "$run.out"; exit 1; }
   cp "$run/log.jsonl" "$demo/results/$name.log.jsonl"

@@ -372,6 +372,9 @@ def main() -> None:
     parser.add_argument(
         "--max-minutes", type=float, help="stop after this long, saving the resume state (then --resume)"
     )
+    parser.add_argument(
+        "--max-steps", type=int, help="stop after this many steps (both phases), saving the resume state"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -441,6 +444,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f}M parameters, {grid}x{grid} image tokens, device {device}", flush=True)
     t_start = time.time()
+    steps_taken = 0  # by this invocation, for --max-steps
 
     for phase_index in range(state["phase"], len(phases)):
         name, total = phases[phase_index]
@@ -505,6 +509,7 @@ def main() -> None:
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
             done = step + 1
+            steps_taken += 1
             if done % cfg.get("log_every", 50) == 0 or done == total:
                 record = {"phase": name, "step": offset + done, "phase_step": done}
                 record.update({k: round(float(sum(v)) / len(v), 4) for k, v in window.items()})
@@ -527,7 +532,9 @@ def main() -> None:
                     },
                 )
             out_of_time = bool(args.max_minutes) and time.time() - t_start > 60 * args.max_minutes
-            if out_of_time or done % cfg.get("save_every", 500) == 0 or done == total:
+            out_of_steps = bool(args.max_steps) and steps_taken >= args.max_steps
+            stop = "max_minutes" if out_of_time else "max_steps" if out_of_steps else None
+            if stop or done % cfg.get("save_every", 500) == 0 or done == total:
                 ckpt = out / "checkpoint"
                 ckpt.mkdir(exist_ok=True)
                 torch.save(
@@ -542,8 +549,8 @@ def main() -> None:
                     },
                     ckpt / "state.pt",
                 )
-            if out_of_time and done < total:
-                log(out / "log.jsonl", {"phase": name, "step": offset + done, "stopped": "max_minutes"})
+            if stop and done < total:
+                log(out / "log.jsonl", {"phase": name, "step": offset + done, "stopped": stop})
                 print("stopped: continue with --resume", flush=True)
                 return
         if args.time_steps:

@@ -212,7 +212,7 @@ def test_lineage_sh_keeps_a_stopped_run_in_git_and_a_new_checkout_finishes_the_l
     git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
 
-    def lineage(minutes: str) -> str:
+    def lineage(minutes: str, train_args: str = "") -> str:
         done = subprocess.run(
             ["bash", str(demo / "lineage.sh"), minutes, "a", "b"],
             capture_output=True,
@@ -224,13 +224,14 @@ def test_lineage_sh_keeps_a_stopped_run_in_git_and_a_new_checkout_finishes_the_l
                 "GIT_AUTHOR_EMAIL": "t@t",
                 "GIT_COMMITTER_NAME": "t",
                 "GIT_COMMITTER_EMAIL": "t@t",
+                "TRAIN_ARGS": train_args,
             },
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
-    # 0.3 s: time to start, not to finish (the final quick evaluation alone takes longer)
-    assert "a: stopped, resume state kept" in lineage("0.005")
+    # stopped after 3 of its 5 steps (a step count, not a time: a fast machine finishes in 0.3 s)
+    assert "a: stopped, resume state kept" in lineage("10", "--max-steps 3")
     assert git("ls-files", "recipes/demo/resume").split() == ["recipes/demo/resume/a.pt"]
     assert "recipes/demo/results/a.log.jsonl" in git("ls-files")
     shutil.rmtree(demo / "runs")  # a new checkout
