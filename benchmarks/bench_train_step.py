@@ -1,6 +1,8 @@
 """Speed of one training step of the demo recipe: float32 against bfloat16 autocast (``"autocast"`` in a
 ``recipes/demo`` config), and bfloat16 with the explicit [seq, seq] padding mask the model built for right-padded
-batches until session 14 (now SDPA's ``is_causal``, exact for the real positions).
+batches until session 14 (now SDPA's ``is_causal``, exact for the real positions), and bfloat16 with the decoder's
+norms and MLPs under ``torch.compile`` (dynamic shapes; measured in session 23: no faster on 2 CPU cores, so
+``train.py`` does not compile).
 
 A step is what ``recipes/demo/train.py`` runs in its joint phase: forward, LM + supervised-attention + dense-head
 losses, backward, gradient clipping and AdamW, on 16 conversations of the held-out mix (``configs/demo_bind2.json``)
@@ -35,15 +37,26 @@ from train import ChatData, joint_loss  # noqa: E402
 from qvl_agent.model.loading import load_model  # noqa: E402
 
 CONFIG = ROOT / "recipes" / "demo" / "configs" / "demo_bind2.json"
-# name: (autocast dtype, pass the padding as an explicit 4-D mask)
-VARIANTS = {"fp32": (None, False), "bf16": (torch.bfloat16, False), "bf16+mask": (torch.bfloat16, True)}
+# name: (autocast dtype, pass the padding as an explicit 4-D mask, compile the decoder's norms and MLPs)
+VARIANTS = {
+    "fp32": (None, False, False),
+    "bf16": (torch.bfloat16, False, False),
+    "bf16+mask": (torch.bfloat16, True, False),
+    "bf16+compile": (torch.bfloat16, False, True),
+}
 
 
-def trainer(model, attention: dict, dtype: torch.dtype | None, masked: bool):
+def trainer(model, attention: dict, dtype: torch.dtype | None, masked: bool, compiled: bool = False):
     """A function running one training step of ``model`` on a batch, returning its seconds; ``masked``: the
-    model attends through its explicit ``causal_padding_mask`` instead of SDPA's ``is_causal``."""
+    model attends through its explicit ``causal_padding_mask`` instead of SDPA's ``is_causal``; ``compiled``:
+    the decoder blocks' norms and MLPs run under ``torch.compile`` (the attention stays eager: the supervised
+    attention hooks its inputs)."""
     if masked:
         model.transformer._attention_mask = model.transformer.causal_padding_mask
+    if compiled:
+        for block in model.transformer.h:
+            for part in (block.ln_1, block.mlp, block.ln_2):
+                part.compile(dynamic=True)
     watches = [
         (
             prefix,
@@ -95,14 +108,13 @@ def main() -> None:
         cfg["attention"],
     )
     steps = {
-        name: trainer(copy.deepcopy(base), cfg["attention"], dtype, masked)
-        for name, (dtype, masked) in VARIANTS.items()
+        name: trainer(copy.deepcopy(base), cfg["attention"], *variant) for name, variant in VARIANTS.items()
     }
     total = dict.fromkeys(VARIANTS, 0.0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeats} per batch")
     print(
         f"{'batch':>5} {'kind':>6} {'tokens':>7} {'fp32 s':>7} {'bf16 s':>7} {'bf16+mask s':>11} "
-        f"{'fp32/bf16':>9} {'mask/causal':>11}"
+        f"{'bf16+compile s':>14} {'fp32/bf16':>9} {'mask/causal':>11} {'eager/compiled':>14}"
     )
     for index in range(args.batches):
         batch = data[1000 + index]
@@ -112,12 +124,17 @@ def main() -> None:
         tokens = int(batch["attention_mask"].sum())
         print(
             f"{index:>5} {batch['kind']:>6} {tokens:>7} {best['fp32']:>7.3f} {best['bf16']:>7.3f} "
-            f"{best['bf16+mask']:>11.3f} {best['fp32'] / best['bf16']:>9.2f} {best['bf16+mask'] / best['bf16']:>11.2f}"
+            f"{best['bf16+mask']:>11.3f} {best['bf16+compile']:>14.3f} {best['fp32'] / best['bf16']:>9.2f} "
+            f"{best['bf16+mask'] / best['bf16']:>11.2f} {best['bf16'] / best['bf16+compile']:>14.2f}"
         )
     print(f"all batches: bf16 autocast step is {total['fp32'] / total['bf16']:.2f}x as fast as fp32")
     print(
         f"all batches: right padding as is_causal is {total['bf16+mask'] / total['bf16']:.2f}x as fast as "
         "the explicit padding mask (bf16)"
+    )
+    print(
+        f"all batches: torch.compile on the decoder's norms and MLPs makes a bf16 step "
+        f"{total['bf16'] / total['bf16+compile']:.2f}x as fast as eager"
     )
 
 
