@@ -46,7 +46,7 @@ VARIANTS = {
 }
 
 
-def trainer(model, attention: dict, dtype: torch.dtype | None, masked: bool, compiled: bool = False):
+def trainer(model, attention: dict, dtype: torch.dtype | None, masked: bool, compiled: bool):
     """A function running one training step of ``model`` on a batch, returning its seconds; ``masked``: the
     model attends through its explicit ``causal_padding_mask`` instead of SDPA's ``is_causal``; ``compiled``:
     the decoder blocks' norms and MLPs run under ``torch.compile`` (the attention stays eager: the supervised
