@@ -75,18 +75,19 @@ def count_form(form: str, q: str, expected: str) -> str:
     return f"{form}: {what} = {expected}"
 
 
-def size_form(form: str, expected: str) -> str:
-    """A grounding form split by the size word whose range the reference box's longer side is nearest:
-    ``"Where is the …" · tiny``."""
-    boxes = extract_boxes(expected)
-    if not boxes:
-        return form
-    x1, y1, x2, y2 = boxes[0][1]
+def box_size(box: tuple[int, int, int, int]) -> str:
+    """The size word (``SIZES``) whose range a [0,1000) box's longer side lies in, or is nearest."""
+    x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1) / 1000
-    size = min(
+    return min(
         SIZES, key=lambda s: 0 if SIZES[s][0] <= side <= SIZES[s][1] else min(abs(side - b) for b in SIZES[s])
     )
-    return f"{form} · {size}"
+
+
+def size_form(form: str, expected: str) -> str:
+    """A grounding form split by the size of the reference box (:func:`box_size`): ``"Where is the …" · tiny``."""
+    boxes = extract_boxes(expected)
+    return f"{form} · {box_size(boxes[0][1])}" if boxes else form
 
 
 def tally(
