@@ -13,12 +13,13 @@ A mean error far from 0 is a bias (e.g. training targets snapped down, README st
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from failures import box_size
+from split_scores import load_results
 
+from qvl_agent.training.evaluate import ItemResult
 from qvl_agent.training.metrics import extract_boxes
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,16 +37,16 @@ class SizeErrors:
         return [sum(abs(e[i]) if absolute else e[i] for e in self.errors) / n for i in range(4)]
 
 
-def box_errors(predictions: list[dict]) -> dict[str, SizeErrors]:
-    """Size word -> :class:`SizeErrors` over the grounding answers about shapes in ``predictions``."""
+def box_errors(results: list[ItemResult]) -> dict[str, SizeErrors]:
+    """Size word -> :class:`SizeErrors` over the grounding answers about shapes in ``results``."""
     sizes: dict[str, SizeErrors] = {}
-    for p in predictions:
-        if p["task"] != "grounding" or 'the word "' in p["expected"]:
+    for r in results:
+        if r.task != "grounding" or 'the word "' in r.expected:
             continue
-        reference = extract_boxes(p["expected"])[0][1]
+        reference = extract_boxes(r.expected)[0][1]
         cell = sizes.setdefault(box_size(reference), SizeErrors())
         cell.asked += 1
-        predicted = extract_boxes(p["prediction"] or "")
+        predicted = extract_boxes(r.prediction or "")
         if not predicted:
             continue
         box = predicted[0][1]
@@ -66,10 +67,7 @@ def main() -> None:
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             parser.error(f"no eval output {', '.join(missing)} (run scores.sh first)")
-        predictions = [
-            p for path in paths for p in json.loads(path.read_text(encoding="utf-8"))["predictions"]
-        ]
-        for size, cell in box_errors(predictions).items():
+        for size, cell in box_errors([r for path in paths for r in load_results(path)]).items():
             signed = ", ".join(f"{v:+.1f}" for v in cell.mean())
             absolute = ", ".join(f"{v:.1f}" for v in cell.mean(absolute=True))
             print(f"| `{name}` | {size} | {cell.asked} | {len(cell.errors)} | {signed} | {absolute} |")

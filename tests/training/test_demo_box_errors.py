@@ -14,16 +14,17 @@ sys.path.insert(0, str(RECIPE))
 from box_errors import box_errors  # noqa: E402
 from failures import box_size  # noqa: E402
 
+from qvl_agent.training.evaluate import ItemResult  # noqa: E402
 
-def answer(task: str, ref: str, reference: tuple, predicted: tuple | None) -> dict:
+
+def answer(task: str, ref: str, reference: tuple, predicted: tuple | None) -> ItemResult:
     def text(box: tuple) -> str:
         return f"<ref>{ref}</ref><box>({box[0]},{box[1]}),({box[2]},{box[3]})</box>"
 
-    return {
-        "task": task,
-        "expected": text(reference),
-        "prediction": text(predicted) if predicted else "I cannot see it.",
-    }
+    prediction = text(predicted) if predicted else "I cannot see it."
+    return ItemResult(
+        id="heldout-000001#0", task=task, correct=False, prediction=prediction, expected=text(reference)
+    )
 
 
 def test_sizes_follow_the_scene_size_words() -> None:
