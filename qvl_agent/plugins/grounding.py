@@ -92,6 +92,15 @@ def parse_boxes(
     return boxes
 
 
+def picture_asked_about(question: str, n_pictures: int) -> int:
+    """Index of the picture a question is about: the last ``Picture N`` it names after its ``<img>``
+    header, else the latest picture (``n_pictures - 1``)."""
+    named = re.findall(r"\bPicture (\d+)\b", question.rsplit("</img>", 1)[-1])
+    if named and 1 <= int(named[-1]) <= n_pictures:
+        return int(named[-1]) - 1
+    return n_pictures - 1
+
+
 def strip_grounding(text: str) -> str:
     """The text a reader sees: ``<ref>x</ref><box>…</box>`` → ``x`` (the original web demo's cleaning),
     ``<quad>`` spans removed too (an unclosed one runs to the end of the text)."""

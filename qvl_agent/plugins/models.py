@@ -1,6 +1,7 @@
 """Built-in model backends: the embedded demo model and local Qwen-VL checkpoint directories.
 
-``resolve_model("demo")`` loads the embedded demo model; ``resolve_model("/path/to/Qwen-VL-Chat")`` loads
+``resolve_model("demo")`` loads the embedded demo model with zoom refinement (``"demo-plain"``: its weights
+alone; ``"zoom+SPEC"`` adds zoom refinement to any other spec); ``resolve_model("/path/to/Qwen-VL-Chat")`` loads
 a checkpoint directory (a missing folder or missing weights is a clear error from ``load_model``). Both run on
 the GPU when torch sees one, unless ``device`` says otherwise. Loaded models are cached per resolved path, device
 and dtype, so the server, the console and several agents share one copy of the weights.
@@ -18,6 +19,8 @@ from qvl_agent.hookspecs import hookimpl
 
 _cache: dict[tuple[str, str, str | None], Any] = {}
 _cache_lock = threading.Lock()
+#: the zoom-refined demo backend of each cached plain one (so "demo" also resolves to one shared object)
+_refined: dict[Any, Any] = {}
 
 
 def is_checkpoint_dir(spec: str) -> bool:
@@ -52,7 +55,37 @@ def load_local_backend(spec: str, device: str = "auto", dtype: str | None = None
     return backend
 
 
+def load_demo_backend(spec: str = "demo", device: str = "auto", dtype: str | None = None) -> Any:
+    """The embedded demo model as served everywhere: its weights (``demo-plain``) behind zoom refinement
+    (:class:`~qvl_agent.zoom_refine.ZoomRefineBackend`: a second look at small boxes on an enlarged crop)."""
+    from qvl_agent.zoom_refine import ZoomRefineBackend
+
+    plain = load_local_backend("demo", device, dtype)
+    if spec == "demo-plain":
+        return plain
+    with _cache_lock:
+        return _refined.setdefault(plain, ZoomRefineBackend(plain))
+
+
+def is_zoom_spec(spec: str) -> bool:
+    """``zoom+SPEC``: any other model spec with zoom refinement added."""
+    return spec.startswith("zoom+")
+
+
+def load_zoom_backend(spec: str, **options: Any) -> Any:
+    """``zoom+SPEC``: the backend ``SPEC`` resolves to, behind zoom refinement (``options`` go to it)."""
+    from qvl_agent.model.errors import InputError
+    from qvl_agent.plugins import resolve_model
+    from qvl_agent.zoom_refine import ZoomRefineBackend
+
+    if not spec.startswith("zoom+") or not spec[len("zoom+") :].strip():
+        raise InputError(f"{spec!r}: write zoom+SPEC, SPEC being the model to refine (e.g. zoom+demo-plain)")
+    return ZoomRefineBackend(resolve_model(spec[len("zoom+") :], **options))
+
+
 @hookimpl
 def register_models(register: Callable[..., None]) -> None:
-    register("demo", load_local_backend)
+    register("demo", load_demo_backend)
+    register("demo-plain", load_demo_backend)
+    register("zoom", load_zoom_backend, matches=is_zoom_spec)
     register("local-checkpoint", load_local_backend, matches=is_checkpoint_dir)

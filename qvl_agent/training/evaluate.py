@@ -17,7 +17,6 @@ Besides the synthetic format it reads RefCOCO-style grounding JSONL (``image``, 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from PIL import Image
 
 from qvl_agent.data.format import Conversation, DataFormatError, image_refs, load_conversations
 from qvl_agent.data.react_samples import split_episode
+from qvl_agent.plugins.grounding import picture_asked_about
 from qvl_agent.training.metrics import (
     ToolCallScore,
     box_correct,
@@ -292,16 +292,9 @@ def select(items: list[EvalItem], task: str, limit: int | None) -> list[EvalItem
 
 
 def _picture_asked_about(item: EvalItem) -> int:
-    """Index into ``item.images`` of the picture a grounding question is about.
-
-    The question's own text after its ``<img>`` header names it as ``Picture N`` ("Find the red star in
-    Picture 1."); otherwise it is the most recent picture.
-    """
-    question = item.query.rsplit("</img>", 1)[-1]
-    named = re.findall(r"\bPicture (\d+)\b", question)
-    if named and 1 <= int(named[-1]) <= len(item.images):
-        return int(named[-1]) - 1
-    return len(item.images) - 1
+    """Index into ``item.images`` of the picture a grounding question is about ("Find the red star in
+    Picture 1." names it; otherwise the most recent picture)."""
+    return picture_asked_about(item.query, len(item.images))
 
 
 def sample_boxes(items: list[EvalItem], results: list[ItemResult], k: int = 4) -> list[dict[str, Any]]:

@@ -23,7 +23,23 @@ def test_which_specs_are_local_checkpoints(tmp_path: Path) -> None:
 
 def test_registered_names(plugin_manager) -> None:
     names = {r.name for r in plugins.get_models() if r.plugin == "qvl_agent.plugins.models"}
-    assert names == {"demo", "local-checkpoint"}
+    assert names == {"demo", "demo-plain", "zoom", "local-checkpoint"}
+
+
+def test_demo_is_the_weights_behind_zoom_refinement_and_zoom_wraps_any_spec(plugin_manager) -> None:
+    from qvl_agent.backends import LocalQwenBackend
+    from qvl_agent.zoom_refine import ZoomRefineBackend
+
+    demo, plain = plugins.resolve_model("demo"), plugins.resolve_model("demo-plain")
+    assert isinstance(demo, ZoomRefineBackend) and isinstance(plain, LocalQwenBackend)
+    assert demo.inner is plain and demo.name == plain.name == "demo"
+    wrapped = plugins.resolve_model("zoom+demo-plain", device="auto")
+    assert isinstance(wrapped, ZoomRefineBackend) and wrapped.inner is plain
+    with pytest.raises(InputError, match="no plugin provides a model for 'nothing-here'"):
+        plugins.resolve_model("zoom+nothing-here")
+    for bare in ("zoom", "zoom+"):
+        with pytest.raises(InputError, match="write zoom\\+SPEC"):
+            plugins.resolve_model(bare)
 
 
 def test_missing_or_empty_folders_are_clear_errors(plugin_manager, tmp_path: Path) -> None:
@@ -36,10 +52,11 @@ def test_missing_or_empty_folders_are_clear_errors(plugin_manager, tmp_path: Pat
 def test_device_and_dtype_reach_the_local_model_and_key_the_cache(plugin_manager) -> None:
     import torch
 
-    default = plugins.resolve_model("demo")
+    default = plugins.resolve_model("demo-plain")
+    assert plugins.resolve_model("demo") is plugins.resolve_model("demo")
     auto_device = "cuda" if torch.cuda.is_available() else "cpu"
     assert default.model.device.type == auto_device  # "auto": the GPU when torch sees one
-    assert plugins.resolve_model("demo", device="auto") is default  # one copy per (path, device, dtype)
+    assert plugins.resolve_model("demo-plain", device="auto") is default  # one copy per (path, device, dtype)
     half = plugins.resolve_model("demo", device="cpu", dtype="bf16")
     assert half is not default
     assert half.model.device.type == "cpu" and half.model.dtype == torch.bfloat16
