@@ -3,7 +3,7 @@
 A small model sees its picture at low resolution (the demo model: 128 px), so it finds an object a few
 pixels wide but does not place its box exactly, and it answers a question about a small region from a
 blur. :class:`ZoomRefineBackend` adds a second look on an enlarged crop, as the model's own ``zoom`` tool
-does. The crop is a region three times the box, and at least a fifth of the picture, around it.
+does. The crop is a square three times the box, and at least a fifth of the picture, around it.
 
 - **Small boxes in an answer.** The wrapper finds each small ``<ref>label</ref><box>…</box>`` again: it asks
   ``Find label.`` about the crop alone and maps the box it gets back to the whole picture.
@@ -48,17 +48,14 @@ _BOX_START = "<box>"
 
 
 def zoom_region(box: Box, factor: float = 3.0, min_side: int = 200) -> Box:
-    """The [0,1000) region a zoom looks at: ``factor`` times the box's longer side (at least ``min_side``),
-    centred on the box and clipped to the picture."""
+    """The [0,1000) region a zoom looks at: a square ``factor`` times the box's longer side (at least
+    ``min_side``), centred on the box, and moved inside the picture where it would cross an edge (a clipped
+    region would be stretched when the crop is enlarged to the picture's shape)."""
     x1, y1, x2, y2 = box
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    half = max(factor * max(x2 - x1, y2 - y1), min_side) / 2
-    return (
-        max(0, round(cx - half)),
-        max(0, round(cy - half)),
-        min(1000, round(cx + half)),
-        min(1000, round(cy + half)),
-    )
+    side = min(1000, round(max(factor * max(x2 - x1, y2 - y1), min_side)))
+    left = min(max(0, round((x1 + x2 - side) / 2)), 1000 - side)
+    top = min(max(0, round((y1 + y2 - side) / 2)), 1000 - side)
+    return (left, top, left + side, top + side)
 
 
 def into_region(box: Box, region: Box) -> Box:

@@ -101,10 +101,11 @@ def _ask(query: str, pictures: int = 1, **fields) -> GenerationRequest:
     return GenerationRequest(query=header + query, images=[_scene() for _ in range(pictures)], **fields)
 
 
-def test_zoom_region_is_three_boxes_wide_at_least_a_fifth_and_inside_the_picture():
+def test_zoom_region_is_a_square_three_boxes_wide_at_least_a_fifth_and_inside_the_picture():
     assert zoom_region((450, 450, 550, 550)) == (350, 350, 650, 650)
     assert zoom_region((490, 490, 510, 510)) == (400, 400, 600, 600)  # at least min_side
-    assert zoom_region((0, 960, 30, 990)) == (0, 875, 115, 1000)  # clipped
+    assert zoom_region((0, 960, 30, 990)) == (0, 800, 200, 1000)  # moved inside, still square
+    assert zoom_region((100, 100, 500, 500)) == (0, 0, 1000, 1000)  # never more than the picture
     assert zoom_region((450, 450, 550, 550), factor=2, min_side=50) == (400, 400, 600, 600)
 
 
