@@ -32,7 +32,7 @@ from typing import Any
 
 from PIL import Image
 
-from qvl_agent.backends import ModelBackend
+from qvl_agent.backends import ModelBackend, _find_stop, _safe_prefix
 from qvl_agent.messages import GenerationRequest, GenerationResult
 from qvl_agent.plugins.grounding import picture_asked_about
 
@@ -227,11 +227,6 @@ class ZoomRefineBackend(ModelBackend):
 
 def _before_box(text: str) -> str:
     """The part of ``text`` that can be sent before boxes are refined: up to the first ``<box>`` (or a
-    trailing piece that may be its beginning)."""
-    start = text.find(_BOX_START)
-    if start >= 0:
-        return text[:start]
-    for keep in range(len(_BOX_START) - 1, 0, -1):
-        if text.endswith(_BOX_START[:keep]):
-            return text[:-keep]
-    return text
+    trailing piece that may be its beginning), held back as the backends hold back stop strings."""
+    start = _find_stop(text, [_BOX_START])
+    return text[:start] if start is not None else _safe_prefix(text, [_BOX_START])
